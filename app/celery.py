@@ -1,0 +1,10 @@
+"""The Celery application: `celery -A app worker -Q gpu0 -c 1`, `celery -A app flower`.
+
+Settings come from the environment (VLMQ_*) and the optional YAML file; see config.settings.
+"""
+
+from app.factory import create_app
+from config.settings import load_settings
+
+settings = load_settings()
+app = create_app(settings)

@@ -1,0 +1,72 @@
+"""Builds a configured Celery application from settings (used by workers, producer and tests)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from app.schemas import PRIORITY
+from config.settings import Settings
+
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "visibility_timeout": settings.visibility_timeout_s,
+        "priority_steps": list(range(10)),
+        "queue_order_strategy": "priority",
+    }
+
+
+def _ssl_options(settings: Settings) -> dict[str, Any] | None:
+    if not settings.broker_url.startswith("rediss://"):
+        return None
+    import ssl
+
+    return {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": settings.redis_ssl_ca_certs,
+        "ssl_certfile": settings.redis_ssl_certfile,
+        "ssl_keyfile": settings.redis_ssl_keyfile,
+    }
+
+
+def create_app(settings: Settings) -> Celery:
+    celery_app = Celery("vlmq", broker=settings.broker_url, backend=settings.result_backend,
+                        include=["app.tasks"])
+    transport = _transport_options(settings)
+    celery_app.conf.update(
+        # JSON only: a pickle message is refused, never deserialized.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # Long GPU tasks: ack after the work, redeliver if the worker dies, take one at a time.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport,
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_use_ssl=_ssl_options(settings),
+        redis_backend_use_ssl=_ssl_options(settings),
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        result_backend_always_retry=True,
+        result_backend_max_retries=1_000_000,
+        result_expires=settings.result_expires_s,
+        result_extended=True,
+        worker_deduplicate_successful_tasks=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # vLLM starts its engine in a child process; prefork children are daemonic and cannot.
+        worker_pool="solo",
+        worker_concurrency=1,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        task_track_started=True,
+        task_default_queue=settings.queues[0],
+        task_default_priority=PRIORITY["classify"],
+        worker_hijack_root_logger=False,
+    )
+    celery_app.conf.vlmq_settings = settings
+    return celery_app

@@ -1,0 +1,102 @@
+"""Per-worker-process resources, created lazily on first use and kept for the process's life.
+
+The engine is built inside the first task, not in `worker_process_init` (its 4 s alive timeout
+is far shorter than an engine start), and it is rebuilt if it dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.schemas import ItemState, JobSpec
+from app.store import JobStore
+from config.errors import PipelineError
+from config.settings import Settings
+from workers.engine import Engine, create_engine
+
+log = logging.getLogger(__name__)
+
+
+class WorkerRuntime:
+    def __init__(self, settings: Settings, image_cache_size: int = 256) -> None:
+        self.settings = settings
+        self.store = JobStore.from_settings(settings)
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+        self._specs: OrderedDict[str, JobSpec] = OrderedDict()
+        # The chain's later stages run right after the first on this worker: keep the bytes.
+        self._images: OrderedDict[str, bytes] = OrderedDict()
+        self._image_cache_size = image_cache_size
+
+    @property
+    def engine(self) -> Engine:
+        with self._lock:
+            if self._engine is None:
+                log.info("loading engine", extra={"engine": self.settings.engine, "model": self.settings.model})
+                self._engine = create_engine(self.settings)
+            return self._engine
+
+    def reset_engine(self) -> None:
+        """Drop a dead engine; the next batch builds a new one."""
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception:  # already dead; nothing left to release
+                log.warning("engine close failed", exc_info=True)
+
+    def spec(self, job_id: str) -> JobSpec:
+        if job_id not in self._specs:
+            spec = self.store.load_spec(job_id)
+            if spec is None:
+                raise PipelineError(f"job {job_id} has no spec in Redis (expired or never created)")
+            self._specs[job_id] = spec
+            while len(self._specs) > 32:
+                self._specs.popitem(last=False)
+        return self._specs[job_id]
+
+    def images(self, items: Sequence[ItemState]) -> dict[str, bytes]:
+        """Prepared bytes by sha256, from the local LRU, Redis blobs or a shared path."""
+        found: dict[str, bytes] = {}
+        missing = []
+        for item in items:
+            key = item.ref.blob
+            if key in self._images:
+                self._images.move_to_end(key)
+                found[item.ref.sha256] = self._images[key]
+            elif key.startswith("vlmq:blob:"):
+                missing.append(item)
+            else:
+                try:
+                    found[item.ref.sha256] = Path(key).read_bytes()
+                except OSError as exc:
+                    log.warning("shared image unreadable", extra={"path": key, "error": str(exc)})
+        for item, data in zip(missing, self.store.get_blobs([i.ref.blob for i in missing])):
+            if data is not None:
+                found[item.ref.sha256] = data
+                self._remember(item.ref.blob, data)
+        return found
+
+    def _remember(self, key: str, data: bytes) -> None:
+        self._images[key] = data
+        while len(self._images) > self._image_cache_size:
+            self._images.popitem(last=False)
+
+    def forget_images(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self._images.pop(key, None)
+
+
+_runtime: WorkerRuntime | None = None
+
+
+def get_runtime(settings: Settings) -> WorkerRuntime:
+    global _runtime
+    if _runtime is None:
+        _runtime = WorkerRuntime(settings)
+    return _runtime

@@ -1,0 +1,183 @@
+"""Typed models at every boundary: the job spec, a batch between chain steps, stored records."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from config.prompts import PromptSet
+from config.settings import Sampling, Settings
+
+Stage = Literal["classify", "score", "summary"]
+STAGES: tuple[Stage, ...] = ("classify", "score", "summary")
+# Lower runs first with the Redis transport's priority strategy: a batch's later stages overtake
+# new batches, so chains run depth-first and the engine's prefix cache still holds their images.
+PRIORITY: dict[Stage, int] = {"classify": 9, "score": 3, "summary": 0}
+
+
+class JobSpec(BaseModel):
+    """What every worker applies to a job's images; stored once per job in Redis."""
+
+    job_id: str
+    created_at: float = Field(default_factory=time.time)
+    roots: list[str] = []
+    prompts: PromptSet
+    system_prompt: str
+    sampling: Sampling
+    model: str
+    score_threshold: float | None = None
+    categories_to_score: list[str] | None = None
+    categories_to_summarize: list[str] | None = None
+    use_cache: bool = True
+    batch_size: int = 32
+    queues: list[str] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings, job_id: str, prompts: PromptSet, roots: list[str]) -> JobSpec:
+        return cls(
+            job_id=job_id,
+            roots=roots,
+            prompts=prompts,
+            system_prompt=settings.system_prompt,
+            sampling=settings.sampling,
+            model=settings.model if settings.engine == "vllm" else "deterministic-test-engine",
+            score_threshold=settings.score_threshold,
+            categories_to_score=settings.categories_to_score,
+            categories_to_summarize=settings.categories_to_summarize,
+            use_cache=settings.use_cache,
+            batch_size=settings.batch_size,
+            queues=settings.queues,
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """Everything that changes a finished record; keys the whole-record cache."""
+        relevant = self.model_dump_json(
+            include={"prompts", "system_prompt", "sampling", "model", "score_threshold",
+                     "categories_to_score", "categories_to_summarize"}
+        )
+        return hashlib.sha256(relevant.encode()).hexdigest()[:16]
+
+
+class ImageRef(BaseModel):
+    """A prepared image as a message carries it: a reference, never the bytes (claim check)."""
+
+    sha256: str
+    names: list[str]  # every submitted name with these bytes (duplicates are processed once)
+    width: int  # original size, before downscaling
+    height: int
+    blob: str  # Redis key of the prepared bytes, or a file path when workers share the disk
+
+
+class Classification(BaseModel):
+    category: str
+    reasoning: str = ""
+    prompt: str
+
+
+class Scoring(BaseModel):
+    score: float
+    reasoning: str = ""
+    prompt: str
+
+
+class Summary(BaseModel):
+    summary: str
+    prompt: str
+
+
+class ItemState(BaseModel):
+    """One image's progress through the chain."""
+
+    ref: ImageRef
+    classification: Classification | None = None
+    scores: list[Scoring] = []
+    summaries: list[Summary] = []
+    skipped: dict[str, str] = {}  # stage → why it did not run for this image
+    error: str | None = None
+    error_stage: str | None = None
+    cached_stages: list[str] = []
+    timings_ms: dict[str, float] = {}
+
+    def fail(self, stage: str, reason: str) -> None:
+        self.error, self.error_stage = reason, stage
+
+
+class BatchState(BaseModel):
+    """The value passed from one chain step to the next."""
+
+    job_id: str
+    batch_id: str
+    items: list[ItemState]
+
+
+class ImageRecord(BaseModel):
+    """The stored result for one submitted image: exactly one per image per job."""
+
+    image: str
+    job_id: str
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    classification: Classification | None = None
+    scoring: Scoring | None = None
+    summary: Summary | None = None
+    scores: list[Scoring] = []
+    summaries: list[Summary] = []
+    skipped: dict[str, str] = {}
+    error: str | None = None
+    error_stage: str | None = None
+    model: str | None = None
+    prompts: dict[str, str] = {}
+    worker: str | None = None
+    cached: bool = False
+    batch_id: str | None = None
+    timings_ms: dict[str, float] = {}
+
+    @property
+    def outcome(self) -> str:
+        return "failed" if self.error else ("cached" if self.cached else "done")
+
+    @classmethod
+    def from_item(cls, item: ItemState, name: str, job_id: str, batch_id: str, model: str,
+                  worker: str | None) -> ImageRecord:
+        prompts = {}
+        if item.classification:
+            prompts["classification"] = item.classification.prompt
+        for i, s in enumerate(item.scores):
+            prompts["scoring" if i == 0 else f"scoring.{i}"] = s.prompt
+        for i, s in enumerate(item.summaries):
+            prompts["summary" if i == 0 else f"summary.{i}"] = s.prompt
+        return cls(
+            image=name,
+            job_id=job_id,
+            sha256=item.ref.sha256,
+            width=item.ref.width,
+            height=item.ref.height,
+            classification=item.classification,
+            scoring=item.scores[0] if item.scores else None,
+            summary=item.summaries[0] if item.summaries else None,
+            scores=item.scores,
+            summaries=item.summaries,
+            skipped=item.skipped,
+            error=item.error,
+            error_stage=item.error_stage,
+            model=model,
+            prompts=prompts,
+            worker=worker,
+            cached=bool(item.cached_stages) and len(item.cached_stages) >= _stages_run(item),
+            batch_id=batch_id,
+            timings_ms=item.timings_ms,
+        )
+
+    @classmethod
+    def failure(cls, name: str, job_id: str, reason: str, stage: str = "ingest",
+                sha256: str | None = None) -> ImageRecord:
+        return cls(image=name, job_id=job_id, sha256=sha256, error=reason, error_stage=stage)
+
+
+def _stages_run(item: ItemState) -> int:
+    return int(item.classification is not None) + bool(item.scores) + bool(item.summaries)

@@ -1,0 +1,160 @@
+"""The three stages as plain functions over a batch: no Celery, no Redis.
+
+Each stage plans its work units (image × prompt), serves what it can from the cache, sends the
+rest to the engine in one call, and parses every output into the item or into a per-image error.
+Conditions (category filters, score threshold) are applied here, and a skipped stage says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from app.schemas import BatchState, Classification, ItemState, JobSpec, Scoring, Stage, Summary
+from config.errors import EngineError, OutputParseError, PipelineError
+from config.prompts import Prompt
+from workers.engine import Engine, EngineRequest
+from workers.formats import OutputFormat, parse_choice, parse_score, parse_text
+
+
+class ResultCache(Protocol):
+    def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
+    def set_many(self, values: Mapping[str, str]) -> None: ...
+
+
+class MemoryCache:
+    """An in-process ResultCache, for tests and single-process use."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, str] = {}
+
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        return [self.data.get(k) for k in keys]
+
+    def set_many(self, values: Mapping[str, str]) -> None:
+        self.data.update(values)
+
+
+@dataclass
+class StageContext:
+    engine: Callable[[], Engine]  # called only when some unit misses the cache
+    spec: JobSpec
+    images: Callable[[Sequence[ItemState]], dict[str, bytes]]  # sha256 → prepared bytes
+    cache: ResultCache | None = None
+
+
+@dataclass
+class Unit:
+    item: ItemState
+    prompt: Prompt
+    format: OutputFormat
+    choices: list[str]
+
+
+def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
+    """The work units of one item for a stage; records in `item.skipped` why there are none."""
+    if item.error:
+        return []
+    if stage == "classify":
+        categories = sorted(spec.prompts.categories)
+        return [Unit(item, spec.prompts.classification, "choice", categories)]
+    assert item.classification is not None
+    category = item.classification.category
+    allowed = spec.categories_to_score if stage == "score" else spec.categories_to_summarize
+    if allowed is not None and category not in allowed:
+        option = "categories_to_score" if stage == "score" else "categories_to_summarize"
+        item.skipped[stage] = f"category {category} is not in {option} {allowed}"
+        return []
+    if stage == "summary" and spec.score_threshold is not None:
+        if not item.scores:
+            item.skipped[stage] = f"no score to compare with threshold {spec.score_threshold}"
+            return []
+        if item.scores[0].score < spec.score_threshold:
+            item.skipped[stage] = f"score {item.scores[0].score:g} is below threshold {spec.score_threshold:g}"
+            return []
+    fmt: OutputFormat = "score" if stage == "score" else "text"
+    return [Unit(item, p, fmt, []) for p in spec.prompts.for_stage(stage, category)]
+
+
+def cache_key(stage: Stage, unit: Unit, spec: JobSpec) -> str:
+    sampling = getattr(spec.sampling, stage).model_dump_json()
+    raw = "|".join([stage, unit.item.ref.sha256, unit.prompt.ref, spec.system_prompt, spec.model,
+                    sampling, ",".join(unit.choices)])
+    return "cache:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def generate_resilient(engine: Engine, requests: list[EngineRequest]) -> list[str | PipelineError]:
+    """One engine call; if the batch fails, split it and retry the halves down to single images."""
+    if not requests:
+        return []
+    try:
+        return list(engine.generate(requests))
+    except EngineError as exc:
+        if len(requests) == 1:
+            return [exc]
+        mid = len(requests) // 2
+        return generate_resilient(engine, requests[:mid]) + generate_resilient(engine, requests[mid:])
+
+
+def apply_output(stage: Stage, unit: Unit, text: str) -> None:
+    item, ref = unit.item, unit.prompt.ref
+    if stage == "classify":
+        item.classification = Classification(category=parse_choice(text, unit.choices), prompt=ref)
+    elif stage == "score":
+        score, reasoning = parse_score(text)
+        item.scores.append(Scoring(score=score, reasoning=reasoning, prompt=ref))
+    else:
+        item.summaries.append(Summary(summary=parse_text(text), prompt=ref))
+
+
+def run_stage(stage: Stage, batch: BatchState, ctx: StageContext) -> BatchState:
+    started = time.perf_counter()
+    units = [u for item in batch.items for u in plan(stage, item, ctx.spec)]
+    keys = [cache_key(stage, u, ctx.spec) for u in units]
+    use_cache = ctx.cache is not None and ctx.spec.use_cache
+    cached = ctx.cache.get_many(keys) if use_cache and keys else [None] * len(units)
+    todo = [i for i, hit in enumerate(cached) if hit is None]
+    images = ctx.images([units[i].item for i in todo]) if todo else {}
+    requests, sent = [], []
+    for i in todo:
+        unit = units[i]
+        data = images.get(unit.item.ref.sha256)
+        if data is None:
+            unit.item.fail(stage, "prepared image is no longer in the blob store (expired or deleted)")
+            continue
+        text = unit.prompt.text
+        requests.append(EngineRequest(image=data, image_key=unit.item.ref.sha256,
+                                      system=ctx.spec.system_prompt, text=text,
+                                      sampling=getattr(ctx.spec.sampling, stage),
+                                      format=unit.format, choices=unit.choices))
+        sent.append(i)
+    outputs: dict[int, str | PipelineError] = dict(zip(sent, generate_resilient(ctx.engine(), requests) if requests else []))
+    fresh: dict[str, str] = {}
+    hit_items: dict[int, bool] = {}
+    for i, unit in enumerate(units):
+        out = cached[i] if cached[i] is not None else outputs.get(i)
+        if out is None or unit.item.error:
+            continue
+        if isinstance(out, PipelineError):
+            unit.item.fail(stage, f"engine error: {out}")
+            continue
+        try:
+            apply_output(stage, unit, out)
+        except OutputParseError as exc:
+            unit.item.fail(stage, f"unparseable {stage} output: {exc}")
+            continue
+        if cached[i] is None:
+            fresh[keys[i]] = out
+        hit_items[id(unit.item)] = hit_items.get(id(unit.item), True) and cached[i] is not None
+    if use_cache and fresh:
+        ctx.cache.set_many(fresh)
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+    for item in batch.items:
+        if id(item) in hit_items:
+            item.timings_ms[stage] = elapsed_ms
+            if hit_items[id(item)]:
+                item.cached_stages.append(stage)
+    return batch

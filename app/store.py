@@ -1,0 +1,287 @@
+"""Everything the system keeps in Redis besides Celery's own keys: jobs, records, blobs, caches.
+
+Writes are idempotent: records are hash fields keyed by image name and batch completion is set
+membership, so a batch redone after a worker kill overwrites and never double-counts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import redis
+from pydantic import BaseModel
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+from app.schemas import ImageRecord, JobSpec
+from config.settings import Settings
+
+P = "vlmq:"
+CACHE_TTL_S = 90 * 24 * 3600
+
+
+def redis_client(settings: Settings, url: str | None = None, retry_s: float = 60.0) -> redis.Redis:
+    """A client that rides out a Redis restart: retries with backoff for about `retry_s`."""
+    kwargs: dict[str, Any] = {}
+    if (url or settings.broker_url).startswith("rediss://"):
+        kwargs.update(ssl_ca_certs=settings.redis_ssl_ca_certs, ssl_certfile=settings.redis_ssl_certfile,
+                      ssl_keyfile=settings.redis_ssl_keyfile, ssl_cert_reqs="required")
+    retries = max(1, int(retry_s / 2))
+    return redis.Redis.from_url(
+        url or settings.broker_url,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_timeout=30,
+        socket_connect_timeout=5,
+        health_check_interval=15,
+        **kwargs,
+    )
+
+
+class JobProgress(BaseModel):
+    job_id: str
+    status: str
+    total: int | None  # None while the producer is still scanning
+    accounted: int
+    outcomes: dict[str, int]
+    workers: dict[str, int]
+    batches_sent: int
+    batches_done: int
+    created_at: float
+    finished_at: float | None
+    images_per_s: float
+    eta_s: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.total is not None and self.accounted >= self.total
+
+
+class JobStore:
+    def __init__(self, client: redis.Redis, job_ttl_s: int = 30 * 24 * 3600) -> None:
+        self.r = client
+        self.ttl = job_ttl_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JobStore:
+        return cls(redis_client(settings), settings.job_ttl_s)
+
+    # --- keys ------------------------------------------------------------------------------
+    @staticmethod
+    def key(job_id: str, part: str = "") -> str:
+        return f"{P}job:{job_id}" + (f":{part}" if part else "")
+
+    @staticmethod
+    def blob_key(job_id: str, sha256: str) -> str:
+        return f"{P}blob:{job_id}:{sha256}"
+
+    # --- jobs ------------------------------------------------------------------------------
+    def create_job(self, spec: JobSpec) -> None:
+        pipe = self.r.pipeline()
+        pipe.hset(self.key(spec.job_id), mapping={"spec": spec.model_dump_json(), "status": "submitting",
+                                                  "created_at": spec.created_at})
+        pipe.expire(self.key(spec.job_id), self.ttl)
+        pipe.zadd(f"{P}jobs", {spec.job_id: spec.created_at})
+        pipe.execute()
+
+    def load_spec(self, job_id: str) -> JobSpec | None:
+        raw = self.r.hget(self.key(job_id), "spec")
+        return JobSpec.model_validate_json(raw) if raw else None
+
+    def set_fields(self, job_id: str, **fields: Any) -> None:
+        self.r.hset(self.key(job_id), mapping={k: str(v) for k, v in fields.items()})
+
+    def get_field(self, job_id: str, name: str) -> str | None:
+        raw = self.r.hget(self.key(job_id), name)
+        return raw.decode() if raw is not None else None
+
+    def job_ids(self, limit: int = 50) -> list[str]:
+        return [j.decode() for j in self.r.zrevrange(f"{P}jobs", 0, limit - 1)]
+
+    def add_chain(self, job_id: str, batch_id: str, task_ids: Sequence[str]) -> None:
+        pipe = self.r.pipeline()
+        pipe.sadd(self.key(job_id, "sent"), batch_id)
+        pipe.hset(self.key(job_id, "chains"), batch_id, ",".join(task_ids))
+        for part in ("sent", "chains"):
+            pipe.expire(self.key(job_id, part), self.ttl)
+        pipe.execute()
+
+    def chains(self, job_id: str) -> dict[str, list[str]]:
+        raw = self.r.hgetall(self.key(job_id, "chains"))
+        return {k.decode(): v.decode().split(",") for k, v in raw.items()}
+
+    def batches_in_flight(self, job_id: str) -> int:
+        pipe = self.r.pipeline()
+        pipe.scard(self.key(job_id, "sent"))
+        pipe.scard(self.key(job_id, "done"))
+        sent, done = pipe.execute()
+        return sent - done
+
+    def is_batch_done(self, job_id: str, batch_id: str) -> bool:
+        return bool(self.r.sismember(self.key(job_id, "done"), batch_id))
+
+    # --- blobs (claim check) ---------------------------------------------------------------
+    def put_blobs(self, job_id: str, blobs: Mapping[str, bytes], ttl_s: int) -> dict[str, str]:
+        pipe = self.r.pipeline(transaction=False)
+        keys = {}
+        for sha, data in blobs.items():
+            keys[sha] = self.blob_key(job_id, sha)
+            pipe.set(keys[sha], data, ex=ttl_s)
+        pipe.execute()
+        return keys
+
+    def get_blobs(self, keys: Sequence[str]) -> list[bytes | None]:
+        return self.r.mget(keys) if keys else []
+
+    def blob_bytes(self) -> int:
+        """Bytes held by image blobs right now (for tests and the status page)."""
+        total = 0
+        for key in self.r.scan_iter(f"{P}blob:*", count=1000):
+            total += self.r.strlen(key)
+        return total
+
+    # --- records ---------------------------------------------------------------------------
+    def write_records(self, records: Iterable[ImageRecord], pipe: Any = None) -> None:
+        own = pipe is None
+        pipe = self.r.pipeline() if own else pipe
+        jobs = set()
+        for rec in records:
+            jobs.add(rec.job_id)
+            pipe.hset(self.key(rec.job_id, "records"), rec.image, rec.model_dump_json())
+            pipe.hset(self.key(rec.job_id, "outcome"), rec.image, f"{rec.outcome}|{rec.worker or '-'}")
+        for job_id in jobs:
+            for part in ("records", "outcome"):
+                pipe.expire(self.key(job_id, part), self.ttl)
+        if own:
+            pipe.execute()
+
+    def finish_batch(self, job_id: str, batch_id: str, records: Sequence[ImageRecord],
+                     blob_keys: Sequence[str], record_cache: Mapping[str, str]) -> None:
+        """Records, batch completion, record cache and blob deletion in one transaction."""
+        pipe = self.r.pipeline(transaction=True)
+        self.write_records(records, pipe)
+        pipe.sadd(self.key(job_id, "done"), batch_id)
+        pipe.expire(self.key(job_id, "done"), self.ttl)
+        for key, value in record_cache.items():
+            pipe.set(key, value, ex=CACHE_TTL_S)
+        if blob_keys:
+            pipe.delete(*blob_keys)
+        pipe.execute()
+
+    def records(self, job_id: str) -> list[ImageRecord]:
+        raw = self.r.hgetall(self.key(job_id, "records"))
+        return sorted((ImageRecord.model_validate_json(v) for v in raw.values()), key=lambda r: r.image)
+
+    def record(self, job_id: str, name: str) -> ImageRecord | None:
+        raw = self.r.hget(self.key(job_id, "records"), name)
+        return ImageRecord.model_validate_json(raw) if raw else None
+
+    def mark_finished_if_complete(self, job_id: str) -> bool:
+        pipe = self.r.pipeline()
+        pipe.hget(self.key(job_id), "total")
+        pipe.hlen(self.key(job_id, "records"))
+        total, accounted = pipe.execute()
+        if total is None or accounted < int(total):
+            return False
+        self.r.hsetnx(self.key(job_id), "finished_at", time.time())
+        return True
+
+    # --- duplicates inside one job ---------------------------------------------------------
+    def claim_shas(self, job_id: str, first_names: Mapping[str, str]) -> dict[str, str | None]:
+        """Claim each sha256 for this job; None where the claim is new, else the owning name."""
+        key = self.key(job_id, "shas")
+        pipe = self.r.pipeline()
+        for sha, name in first_names.items():
+            pipe.hsetnx(key, sha, name)
+        for sha in first_names:
+            pipe.hget(key, sha)
+        pipe.expire(key, self.ttl)
+        res = pipe.execute()
+        n = len(first_names)
+        return {sha: None if new else owner.decode()
+                for sha, new, owner in zip(first_names, res[:n], res[n : 2 * n])}
+
+    def add_alias(self, job_id: str, sha256: str, canonical: str, name: str) -> None:
+        """`name` has the same bytes as `canonical`, which was already shipped in a batch.
+
+        The worker writes its records, then reads the aliases; here the alias is added, then the
+        canonical record is looked for. Whichever runs second sees the other's write, so the
+        alias always gets its record (possibly twice, identically).
+        """
+        key = self.key(job_id, f"alias:{sha256}")
+        self.r.sadd(key, name)
+        self.r.expire(key, self.ttl)
+        rec = self.record(job_id, canonical)
+        if rec is not None:
+            self.write_records([rec.model_copy(update={"image": name})])
+
+    def aliases(self, job_id: str, shas: Sequence[str]) -> dict[str, list[str]]:
+        """Alias names by sha256, for the shas that have any (one round trip)."""
+        pipe = self.r.pipeline(transaction=False)
+        for sha in shas:
+            pipe.smembers(self.key(job_id, f"alias:{sha}"))
+        return {sha: sorted(m.decode() for m in found) for sha, found in zip(shas, pipe.execute()) if found}
+
+    # --- caches ----------------------------------------------------------------------------
+    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        if not keys:
+            return []
+        return [v.decode() if v is not None else None for v in self.r.mget([P + k for k in keys])]
+
+    def set_many(self, values: Mapping[str, str]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for key, value in values.items():
+            pipe.set(P + key, value, ex=CACHE_TTL_S)
+        pipe.execute()
+
+    @staticmethod
+    def record_cache_key(fingerprint: str, sha256: str) -> str:
+        return f"{P}rcache:{fingerprint}:{sha256}"
+
+    def cached_records(self, fingerprint: str, shas: Sequence[str]) -> list[ImageRecord | None]:
+        if not shas:
+            return []
+        raw = self.r.mget([self.record_cache_key(fingerprint, s) for s in shas])
+        return [ImageRecord.model_validate_json(v) if v else None for v in raw]
+
+    # --- dead letters ----------------------------------------------------------------------
+    def dead_letter(self, job_id: str, batch_id: str, reason: str) -> None:
+        self.r.rpush(f"{P}dead", f"{job_id}|{batch_id}|{reason}")
+
+    def dead_letters(self) -> list[str]:
+        return [d.decode() for d in self.r.lrange(f"{P}dead", 0, -1)]
+
+    # --- progress --------------------------------------------------------------------------
+    def progress(self, job_id: str) -> JobProgress:
+        pipe = self.r.pipeline()
+        pipe.hgetall(self.key(job_id))
+        pipe.hvals(self.key(job_id, "outcome"))
+        pipe.scard(self.key(job_id, "sent"))
+        pipe.scard(self.key(job_id, "done"))
+        meta, outcomes_raw, sent, done = pipe.execute()
+        meta = {k.decode(): v.decode() for k, v in meta.items() if k != b"spec"}
+        outcomes, workers = Counter(), Counter()
+        for value in outcomes_raw:
+            outcome, worker = value.decode().split("|", 1)
+            outcomes[outcome] += 1
+            if worker != "-":
+                workers[worker] += 1
+        total = int(meta["total"]) if "total" in meta else None
+        accounted = len(outcomes_raw)
+        created = float(meta.get("created_at", time.time()))
+        finished_at = float(meta["finished_at"]) if "finished_at" in meta else None
+        elapsed = max(1e-6, (finished_at or time.time()) - created)
+        rate = accounted / elapsed
+        eta = (total - accounted) / rate if total is not None and rate > 0 else None
+        status = meta.get("status", "unknown")
+        if status in ("submitted", "submitting") and total is not None and accounted >= total:
+            status = "done"
+        return JobProgress(job_id=job_id, status=status, total=total, accounted=accounted,
+                           outcomes=dict(outcomes), workers=dict(workers), batches_sent=sent,
+                           batches_done=done, created_at=created, finished_at=finished_at,
+                           images_per_s=round(rate, 2), eta_s=eta)

@@ -1,0 +1,94 @@
+"""Celery tasks: thin adapters from messages to the plain stage functions in app.stages."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+
+from app.celery import app, settings
+from app.runtime import get_runtime
+from app.schemas import BatchState, ImageRecord, Stage
+from app.stages import StageContext, run_stage
+from app.store import JobStore
+
+log = logging.getLogger(__name__)
+ATTEMPTS_TTL_S = 7 * 24 * 3600
+
+
+class StageTask(Task):
+    """A chain step; counts deliveries so a batch that kills its worker is dead-lettered."""
+
+    typing = False
+
+    def deliveries(self) -> int:
+        store = get_runtime(settings).store
+        key = f"vlmq:attempts:{self.request.id}"
+        pipe = store.r.pipeline()
+        pipe.incr(key)
+        pipe.expire(key, ATTEMPTS_TTL_S)
+        return int(pipe.execute()[0])
+
+
+def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
+    rt = get_runtime(settings)
+    batch = BatchState.model_validate(payload)
+    attempt = task.deliveries()
+    if attempt > settings.max_attempts:
+        # Redelivered after killing its worker max_attempts times: stop the loop here.
+        reason = f"batch dead-lettered at {stage}: delivered {attempt} times, worker lost each time"
+        log.error(reason, extra={"job_id": batch.job_id, "batch_id": batch.batch_id})
+        rt.store.dead_letter(batch.job_id, batch.batch_id, reason)
+        for item in batch.items:
+            if not item.error:
+                item.fail(stage, reason)
+        return batch
+    ctx = StageContext(engine=lambda: rt.engine, spec=rt.spec(batch.job_id), images=rt.images, cache=rt.store)
+    log.info("stage start", extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage,
+                                   "images": len(batch.items), "attempt": attempt})
+    return run_stage(stage, batch, ctx)
+
+
+def finish(batch: BatchState, worker: str | None) -> list[dict[str, Any]]:
+    """Write one record per submitted name, cache good records, delete the batch's blobs."""
+    rt = get_runtime(settings)
+    spec = rt.spec(batch.job_id)
+    model = spec.model
+    records, record_cache = [], {}
+    for item in batch.items:
+        base = ImageRecord.from_item(item, item.ref.names[0], batch.job_id, batch.batch_id, model, worker)
+        records += [base.model_copy(update={"image": n}) for n in item.ref.names]
+        if not item.error:
+            record_cache[rt.store.record_cache_key(spec.fingerprint, item.ref.sha256)] = base.model_dump_json()
+    blob_keys = [i.ref.blob for i in batch.items if i.ref.blob.startswith("vlmq:blob:")]
+    rt.store.finish_batch(batch.job_id, batch.batch_id, records, blob_keys, record_cache)
+    rt.forget_images([i.ref.blob for i in batch.items])
+    aliased = _alias_records(batch, records, rt.store)
+    if aliased:
+        rt.store.write_records(aliased)
+    rt.store.mark_finished_if_complete(batch.job_id)
+    log.info("batch done", extra={"job_id": batch.job_id, "batch_id": batch.batch_id,
+                                  "images": len(records), "failed": sum(r.error is not None for r in records)})
+    return [r.model_dump(mode="json") for r in records + aliased]
+
+
+def _alias_records(batch: BatchState, records: list[ImageRecord], store: JobStore) -> list[ImageRecord]:
+    by_sha = {r.sha256: r for r in records}
+    aliases = store.aliases(batch.job_id, [i.ref.sha256 for i in batch.items])
+    return [by_sha[sha].model_copy(update={"image": name}) for sha, names in aliases.items() for name in names]
+
+
+@app.task(bind=True, base=StageTask, name="app.tasks.classify")
+def classify(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    return run(self, "classify", payload).model_dump(mode="json")
+
+
+@app.task(bind=True, base=StageTask, name="app.tasks.score")
+def score(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    return run(self, "score", payload).model_dump(mode="json")
+
+
+@app.task(bind=True, base=StageTask, name="app.tasks.summarize")
+def summarize(self: StageTask, payload: dict[str, Any]) -> list[dict[str, Any]]:
+    return finish(run(self, "summary", payload), self.request.hostname)

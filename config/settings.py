@@ -1,0 +1,175 @@
+"""The one settings object: defaults < YAML file < environment (VLMQ_*) < explicit overrides.
+
+Every component receives a `Settings` instance; nothing reads the environment on its own.
+Nested values come from the environment with `__` as separator, e.g.
+`VLMQ_SAMPLING__SUMMARY__MAX_TOKENS=128`, or as JSON: `VLMQ_QUEUES='["gpu0","gpu1"]'`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+PACKAGE_PROMPT_DIR = Path(__file__).parent / "prompts"
+ENV_PREFIX = "VLMQ_"
+
+
+class StageSampling(BaseModel):
+    """Sampling for one stage; part of the stage's cache key."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = Field(64, ge=1, le=8192)
+    seed: int | None = 0
+
+
+class Sampling(BaseModel):
+    classify: StageSampling = StageSampling(max_tokens=4)
+    score: StageSampling = StageSampling(max_tokens=96)
+    summary: StageSampling = StageSampling(max_tokens=192)
+
+
+def config_file_candidates(component: str = "vlmq") -> list[Path]:
+    """Where a YAML file is looked for, first match wins (the captioning tool's order)."""
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return [
+        Path.cwd() / f"{component}.yaml",
+        Path.home() / f".{component}" / "config.yaml",
+        xdg / component / "config.yaml",
+        Path("/etc") / component / "config.yaml",
+    ]
+
+
+def find_config_file(explicit: str | Path | None = None) -> Path | None:
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            from config.errors import ConfigError
+
+            raise ConfigError(f"config file not found: {path}")
+        return path
+    env = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if env:
+        return find_config_file(env)
+    return next((p for p in config_file_candidates() if p.is_file()), None)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    # --- transport -------------------------------------------------------------------------
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    result_backend: str | None = None  # defaults to broker_url
+    queues: list[str] = ["gpu0"]
+    # Redis re-delivers an unacked task after this many seconds; keep it above the slowest batch.
+    visibility_timeout_s: int = Field(3600, ge=5)
+    result_expires_s: int = 7 * 24 * 3600
+    job_ttl_s: int = 30 * 24 * 3600  # job records outlive Celery's result expiry
+    redis_ssl_ca_certs: str | None = None
+    redis_ssl_certfile: str | None = None
+    redis_ssl_keyfile: str | None = None
+
+    # --- batching and backpressure ---------------------------------------------------------
+    batch_size: int = Field(32, ge=1, le=1024)
+    max_inflight_batches: int = Field(8, ge=1)
+    blob_ttl_s: int = Field(24 * 3600, ge=60)
+    # A folder every worker can read (shared filesystem): prepared images go there, not into Redis.
+    shared_dir: Path | None = None
+    max_attempts: int = Field(3, ge=1)  # deliveries of one task before it is dead-lettered
+    use_cache: bool = True
+
+    # --- images ----------------------------------------------------------------------------
+    extensions: list[str] = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"]
+    max_file_bytes: int = 64 * 1024 * 1024
+    max_pixels: int = 80_000_000  # larger declared sizes are treated as decompression bombs
+    max_image_edge: int = Field(768, ge=16)  # downscale target (longest edge); never upscales
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    follow_symlinks: bool = False  # a symlink to a file outside the submitted root is refused otherwise
+    report_other_files: bool = True  # files without an image extension get an error record
+    prepare_workers: int | None = None  # image-decoding processes; default: one per core
+    decode_timeout_s: float = 30.0
+    decode_memory_mb: int = 2048  # address-space limit of each decoding process
+
+    # --- engine ----------------------------------------------------------------------------
+    engine: Literal["vllm", "test"] = "vllm"
+    model: str = "HuggingFaceTB/SmolVLM-256M-Instruct"
+    model_family: str | None = None  # registry key; guessed from the model name when unset
+    tensor_parallel_size: int = Field(1, ge=1)
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    max_num_seqs: int | None = None
+    limit_mm_per_prompt: dict[str, int] = {"image": 1}
+    enforce_eager: bool = False
+    enable_prefix_caching: bool = True
+    engine_kwargs: dict[str, Any] = {}  # passed through to vllm.LLM for options not listed here
+    test_engine_delay_s: float = 0.0  # deterministic test engine: sleep per batch (simulates a GPU)
+    test_engine_fail_on: list[str] = []  # deterministic test engine: sha256 prefixes that fail
+
+    # --- prompts and conditions ------------------------------------------------------------
+    prompt_dir: Path = PACKAGE_PROMPT_DIR
+    classification_prompt: str = "default"
+    system_prompt: str = "You are a careful visual analyst. Answer exactly in the requested format."
+    sampling: Sampling = Sampling()
+    score_threshold: float | None = None
+    categories_to_score: list[str] | None = None
+    categories_to_summarize: list[str] | None = None
+
+    # --- observability ---------------------------------------------------------------------
+    log_json: bool = True
+    log_level: str = "INFO"
+
+    @field_validator("extensions")
+    @classmethod
+    def _lower_dotted(cls, value: list[str]) -> list[str]:
+        return [e.lower() if e.startswith(".") else f".{e.lower()}" for e in value]
+
+    @field_validator("categories_to_score", "categories_to_summarize")
+    @classmethod
+    def _upper(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [c.strip().upper() for c in value if c.strip()]
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        if self.result_backend is None:
+            self.result_backend = self.broker_url
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        path = find_config_file()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with CLI flags applied; `None` means "flag not given"."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return self.model_validate({**self.model_dump(), **given}) if given else self
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, an optional YAML file, the environment and overrides."""
+    if config_file is not None:
+        # Exported, not just read: worker processes started from here must see the same file.
+        os.environ[f"{ENV_PREFIX}CONFIG"] = str(find_config_file(config_file))
+    return Settings().with_overrides(**overrides)

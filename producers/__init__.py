@@ -1,0 +1,1 @@
+"""The producer: scan folders, prepare images, submit batches, report and export results."""

@@ -1,0 +1,75 @@
+"""The programmatic API: submit a folder, get a Job handle, poll it, read its records.
+
+    from producers.api import submit
+    job = submit("./images")                  # settings from env / YAML, or pass Settings(...)
+    job.group().ready()                       # Celery GroupResult of the batch chains
+    job.wait()                                # until every image has its record
+    records = job.records()                   # list[ImageRecord], one per submitted image
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from celery import Celery
+from celery.result import AsyncResult, GroupResult
+from redis.exceptions import RedisError
+
+from app.factory import create_app
+from app.schemas import ImageRecord
+from app.store import JobProgress, JobStore
+from config.errors import PipelineError
+from config.settings import Settings, load_settings
+from producers.submit import Submitter
+
+
+class Job:
+    def __init__(self, job_id: str, settings: Settings | None = None, celery_app: Celery | None = None,
+                 store: JobStore | None = None) -> None:
+        self.id = job_id
+        self.settings = settings or load_settings()
+        self.celery = celery_app or create_app(self.settings)
+        self.store = store or JobStore.from_settings(self.settings)
+
+    def group(self) -> GroupResult | None:
+        """The job's GroupResult (saved once submission is complete), for Celery-style polling."""
+        return GroupResult.restore(self.id, app=self.celery)
+
+    def async_results(self) -> list[AsyncResult]:
+        """One AsyncResult per batch: the chain's last task, whose result is the batch's records."""
+        return [AsyncResult(ids[-1], app=self.celery) for _, ids in sorted(self.store.chains(self.id).items())]
+
+    def progress(self) -> JobProgress:
+        return self.store.progress(self.id)
+
+    def wait(self, timeout: float | None = None, poll_s: float = 0.5,
+             on_progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+        """Poll until every image has a record; rides out Redis restarts instead of failing."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                progress = self.progress()
+            except RedisError:
+                progress = None  # Redis restarting: keep polling until it answers again
+            if progress is not None:
+                if on_progress:
+                    on_progress(progress)
+                if progress.finished or progress.status == "cancelled":
+                    return progress
+            if deadline is not None and time.monotonic() > deadline:
+                raise PipelineError(f"job {self.id} not finished after {timeout:g} s")
+            time.sleep(poll_s)
+
+    def records(self) -> list[ImageRecord]:
+        return self.store.records(self.id)
+
+
+def submit(folder: str | Path | list[str | Path], settings: Settings | None = None, recursive: bool = True,
+           queues: list[str] | None = None) -> Job:
+    settings = settings or load_settings()
+    submitter = Submitter(settings)
+    roots = folder if isinstance(folder, list) else [folder]
+    job_id = submitter.submit(roots, recursive=recursive, queues=queues)
+    return Job(job_id, settings, submitter.celery, submitter.store)

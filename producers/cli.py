@@ -1,0 +1,211 @@
+"""`producer`: submit folders, watch jobs, read and export results."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from app.schemas import ImageRecord
+from app.store import JobProgress
+from config.errors import PipelineError
+from config.prompts import load_prompt_set
+from config.settings import Settings, load_settings
+
+console = Console(stderr=True)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
+    obj = ctx.find_root().obj or {}
+    return load_settings(obj.get("config"), broker_url=obj.get("broker_url"), **overrides)
+
+
+@click.group()
+@click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML settings file.")
+@click.option("--broker-url", help="Redis URL (default from VLMQ_BROKER_URL or the config file).")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, broker_url: str | None) -> None:
+    """Push folders of images through a VLM: classify → score → summarize, on Celery + Redis."""
+    ctx.obj = {"config": config, "broker_url": broker_url}
+
+
+def job_options(fn):
+    options = [
+        click.option("--recursive/--no-recursive", default=True, show_default=True),
+        click.option("--batch-size", type=int, help="Images per Celery task."),
+        click.option("--no-cache", is_flag=True, help="Recompute even what the cache knows."),
+        click.option("--score-threshold", type=float, help="Summarize only images scoring at least this."),
+        click.option("--categories-to-score", help="Comma-separated category letters to score."),
+        click.option("--categories-to-summarize", help="Comma-separated category letters to summarize."),
+        click.option("--classification-prompt", help="Use classification_NAME.txt."),
+        click.option("--prompt-dir", type=click.Path(file_okay=False), help="Folder of prompt files."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def job_overrides(batch_size, no_cache, score_threshold, categories_to_score, categories_to_summarize,
+                  classification_prompt, prompt_dir) -> dict[str, Any]:
+    return dict(batch_size=batch_size, use_cache=False if no_cache else None, score_threshold=score_threshold,
+                categories_to_score=_csv(categories_to_score),
+                categories_to_summarize=_csv(categories_to_summarize),
+                classification_prompt=classification_prompt, prompt_dir=prompt_dir)
+
+
+@main.command()
+@click.argument("roots", nargs=-1, required=True, type=click.Path())
+@job_options
+@click.option("--queue", "queues", multiple=True, help="GPU queue(s) to spread batches over (repeatable).")
+@click.option("--max-inflight", type=int, help="Batches allowed to wait in Redis at once.")
+@click.option("--shared-dir", type=click.Path(file_okay=False), help="Folder all workers can read.")
+@click.option("--wait", is_flag=True, help="Show progress until the job is done.")
+@click.pass_context
+def submit(ctx, roots, recursive, queues, max_inflight, shared_dir, wait, **job) -> None:
+    """Scan ROOTS, prepare the images and enqueue one chain per batch. Prints the job id."""
+    from producers.api import Job
+    from producers.submit import Submitter
+
+    settings = settings_from(ctx, max_inflight_batches=max_inflight, shared_dir=shared_dir,
+                             queues=list(queues) or None, **job_overrides(**job))
+    submitter = Submitter(settings)
+    with console.status("scanning and submitting …") as status:
+        job_id = submitter.submit(roots, recursive=recursive, progress=lambda s: status.update(
+            f"scanned {s.scanned}, shipped {s.shipped} in {s.batches} batches, cached {s.cached}, "
+            f"failed {s.failed}, duplicates {s.duplicates}"))
+    click.echo(job_id)
+    if wait:
+        progress = watch(Job(job_id, settings, submitter.celery, submitter.store))
+        console.print(progress_line(progress))
+        sys.exit(1 if progress.status == "cancelled" else 0)
+
+
+def progress_line(p: JobProgress) -> str:
+    total = "?" if p.total is None else p.total
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(p.outcomes.items())) or "nothing yet"
+    eta = f", ETA {p.eta_s:.0f} s" if p.eta_s and not p.finished else ""
+    return f"job {p.job_id[:12]} {p.status}: {p.accounted}/{total} ({counts}), {p.images_per_s:g} img/s{eta}"
+
+
+def progress_table(p: JobProgress) -> Table:
+    table = Table(title=f"job {p.job_id}", show_header=False)
+    table.add_row("status", p.status)
+    table.add_row("images", f"{p.accounted} of {'?' if p.total is None else p.total} accounted for")
+    for outcome in ("done", "cached", "failed"):
+        table.add_row(outcome, str(p.outcomes.get(outcome, 0)))
+    table.add_row("batches", f"{p.batches_done} done of {p.batches_sent} sent "
+                             f"({p.batches_sent - p.batches_done} queued or running)")
+    table.add_row("throughput", f"{p.images_per_s:g} images/s")
+    table.add_row("ETA", "-" if p.finished or p.eta_s is None else f"{p.eta_s:.0f} s")
+    for worker, n in sorted(p.workers.items()):
+        share = 100 * n / max(1, sum(p.workers.values()))
+        table.add_row(f"worker {worker}", f"{n} images ({share:.0f}%)")
+    return table
+
+
+def watch(job) -> JobProgress:
+    with Live(console=console, refresh_per_second=4) as live:
+        return job.wait(on_progress=lambda p: live.update(progress_table(p)))
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--watch", "follow", is_flag=True, help="Refresh until the job is done.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx, job_id, follow, as_json) -> None:
+    """Counts per outcome, throughput, ETA and per-worker share of a job."""
+    from producers.api import Job
+
+    job = Job(job_id, settings_from(ctx))
+    if job.store.load_spec(job_id) is None:
+        raise click.ClickException(f"no job {job_id}")
+    progress = watch(job) if follow else job.progress()
+    if as_json:
+        click.echo(progress.model_dump_json(indent=2))
+    else:
+        Console().print(progress_table(progress))
+
+
+def record_row(r: ImageRecord) -> list[str]:
+    return [r.image, r.classification.category if r.classification else "-",
+            f"{r.scoring.score:g}" if r.scoring else "-",
+            (r.summary.summary[:60] if r.summary else "-"), r.error or ""]
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "json"]), default="table", show_default=True)
+@click.pass_context
+def results(ctx, job_id, fmt) -> None:
+    """One record per image: category, score, summary or the error."""
+    from producers.api import Job
+
+    records = Job(job_id, settings_from(ctx)).records()
+    if fmt == "jsonl":
+        for r in records:
+            click.echo(r.model_dump_json())
+    elif fmt == "json":
+        click.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+    else:
+        table = Table("image", "category", "score", "summary", "error")
+        for r in records:
+            table.add_row(*record_row(r))
+        Console().print(table)
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+@click.pass_context
+def jobs(ctx, limit) -> None:
+    """Recent jobs, newest first."""
+    from app.store import JobStore
+
+    store = JobStore.from_settings(settings_from(ctx))
+    table = Table("job", "status", "images", "done", "cached", "failed", "created")
+    for job_id in store.job_ids(limit):
+        p = store.progress(job_id)
+        table.add_row(job_id, p.status, "?" if p.total is None else str(p.total),
+                      *(str(p.outcomes.get(k, 0)) for k in ("done", "cached", "failed")),
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.created_at)))
+    Console().print(table)
+
+
+@main.command()
+@click.option("--prompt-dir", type=click.Path(file_okay=False))
+@click.option("--classification-prompt")
+@click.pass_context
+def prompts(ctx, prompt_dir, classification_prompt) -> None:
+    """List prompt files, the categories they define and which prompts each category uses."""
+    s = settings_from(ctx, prompt_dir=prompt_dir, classification_prompt=classification_prompt)
+    ps = load_prompt_set(s.prompt_dir, s.classification_prompt)
+    out = Console()
+    out.print(f"prompt folder: {s.prompt_dir}")
+    out.print(f"classification: {ps.classification.ref}")
+    table = Table("category", "description", "scoring prompts", "summary prompts")
+    for cat, desc in sorted(ps.categories.items()):
+        table.add_row(cat, desc, ", ".join(p.ref for p in ps.for_stage("score", cat)),
+                      ", ".join(p.ref for p in ps.for_stage("summary", cat)))
+    out.print(table)
+
+
+def run_cli() -> None:
+    try:
+        main(standalone_mode=True)
+    except PipelineError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run_cli()

@@ -1,0 +1,113 @@
+"""Validate, decode and downscale one untrusted file into compact JPEG bytes, or say why not.
+
+Runs in separate processes (see producers.pool) with bounded memory and time, so a decoder
+crash, hang or memory blow-up costs one error record, never the producer or a GPU worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from struct import error as struct_error
+
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
+ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+@dataclass(frozen=True)
+class PrepareLimits:
+    max_file_bytes: int
+    max_pixels: int
+    max_edge: int
+    jpeg_quality: int
+
+
+@dataclass(frozen=True)
+class Prepared:
+    name: str
+    sha256: str
+    width: int  # as displayed (EXIF orientation applied), before downscaling
+    height: int
+    data: bytes  # prepared JPEG
+
+
+@dataclass(frozen=True)
+class Failed:
+    name: str
+    reason: str
+    sha256: str | None = None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB for any mode: alpha flattened onto white, 16-bit and float scaled, CMYK converted."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit grey: scale to 8 bits instead of clipping everything above 255 to white
+        img = img.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    elif img.mode == "F":
+        img = img.point(lambda v: v * 255).convert("L")
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def prepare_bytes(name: str, raw: bytes, limits: PrepareLimits) -> Prepared | Failed:
+    sha = hashlib.sha256(raw).hexdigest()
+    Image.MAX_IMAGE_PIXELS = limits.max_pixels  # PIL's own bomb check, at the same limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(raw))
+            w, h = img.size
+            if w * h > limits.max_pixels:
+                return Failed(name, f"image declares {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
+                                    f"{limits.max_pixels / 1e6:.0f} MP (possible decompression bomb)", sha)
+            orientation = img.getexif().get(0x0112, 1)
+            if img.format == "JPEG":
+                # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: a 12 MP photo costs a fraction.
+                img.draft("RGB", (limits.max_edge, limits.max_edge))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            img.thumbnail((limits.max_edge, limits.max_edge), Image.Resampling.LANCZOS)  # never upscales
+            out = io.BytesIO()
+            img.save(out, "JPEG", quality=limits.jpeg_quality, optimize=False)
+    except UnidentifiedImageError:
+        return Failed(name, "not an image (unknown or unsupported format)", sha)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return Failed(name, f"decompression bomb refused: {exc}", sha)
+    except OSError as exc:
+        return Failed(name, f"corrupt or truncated image: {exc}", sha)
+    except (ValueError, SyntaxError, EOFError, MemoryError, struct_error) as exc:
+        return Failed(name, f"image could not be decoded: {type(exc).__name__}: {exc}", sha)
+    if orientation in ROTATED:
+        w, h = h, w
+    return Prepared(name, sha, w, h, out.getvalue())
+
+
+def prepare_file(path: str | Path, name: str, limits: PrepareLimits) -> Prepared | Failed:
+    try:
+        size = os.stat(path).st_size
+        if size == 0:
+            return Failed(name, "empty file (0 bytes)")
+        if size > limits.max_file_bytes:
+            return Failed(name, f"file is {size / 2**20:.1f} MiB, over the limit of "
+                                f"{limits.max_file_bytes / 2**20:.0f} MiB")
+        with open(path, "rb") as fh:
+            raw = fh.read(limits.max_file_bytes + 1)
+    except PermissionError:
+        return Failed(name, "unreadable: permission denied")
+    except OSError as exc:
+        return Failed(name, f"unreadable: {exc.strerror or exc}")
+    return prepare_bytes(name, raw, limits)

@@ -1,0 +1,54 @@
+"""The engine interface: a batch of (image, text) requests in, one text per request out.
+
+Prompt layout, for every engine: a system prompt shared by all stages, then the image, then
+the stage's own text. The shared part comes first so that the score and summary stages of a
+batch reuse the prefix-cache blocks that the classification stage computed for its images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from config.settings import Settings, StageSampling
+from workers.formats import OutputFormat
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    image: bytes  # prepared (downscaled, re-encoded) image
+    image_key: str  # sha256 of the original file
+    system: str
+    text: str
+    sampling: StageSampling
+    format: OutputFormat = "text"
+    choices: list[str] = field(default_factory=list)
+
+
+class Engine(Protocol):
+    """What a worker needs from an inference engine."""
+
+    model_id: str
+
+    def generate(self, requests: Sequence[EngineRequest]) -> list[str]:
+        """One engine call for the whole batch; raises EngineError if the batch failed."""
+
+    def stats(self) -> dict[str, float]:
+        """Counters worth showing (e.g. prefix-cache queries and hits)."""
+
+    def close(self) -> None:
+        """Release the engine (GPU memory, engine processes)."""
+
+
+def create_engine(settings: Settings) -> Engine:
+    """The engine the settings name; vLLM is imported only when it is the one wanted."""
+    if settings.engine == "test":
+        from workers.test_engine import DeterministicTestEngine
+
+        return DeterministicTestEngine(
+            delay_s=settings.test_engine_delay_s, fail_on=settings.test_engine_fail_on
+        )
+    from workers.vllm_engine import VLLMEngine
+
+    return VLLMEngine(settings)

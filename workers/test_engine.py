@@ -1,0 +1,48 @@
+"""A deterministic test engine: no model, outputs derived from hashes of the inputs.
+
+It exists for orchestration tests and the overhead benchmark. It is not a model and its
+outputs mean nothing about the images; records it produces name it as their model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+from config.errors import EngineError
+from workers.engine import EngineRequest
+
+
+class DeterministicTestEngine:
+    model_id = "deterministic-test-engine"
+
+    def __init__(self, delay_s: float = 0.0, fail_on: Sequence[str] = ()) -> None:
+        self.delay_s = delay_s
+        self.fail_on = tuple(fail_on)
+        self.calls = 0
+        self.requests = 0
+
+    def generate(self, requests: Sequence[EngineRequest]) -> list[str]:
+        self.calls += 1
+        self.requests += len(requests)
+        if self.delay_s:
+            time.sleep(self.delay_s)  # stands in for a GPU's time per batch in scaling benchmarks
+        failing = [r.image_key[:12] for r in requests if r.image_key.startswith(self.fail_on)]
+        if failing:
+            raise EngineError(f"test engine told to fail on {failing}")
+        return [self._answer(r) for r in requests]
+
+    def _answer(self, request: EngineRequest) -> str:
+        digest = int(hashlib.sha256(f"{request.image_key}|{request.text}".encode()).hexdigest(), 16)
+        if request.format == "choice":
+            return request.choices[digest % len(request.choices)]
+        if request.format == "score":
+            return f'{{"score": {digest % 11}, "reasoning": "test engine output {digest % 997}"}}'
+        return f"Test engine text for image {request.image_key[:10]} (prompt {digest % 9973})."
+
+    def stats(self) -> dict[str, float]:
+        return {"engine_calls": self.calls, "engine_requests": self.requests}
+
+    def close(self) -> None:
+        pass

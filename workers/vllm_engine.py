@@ -1,0 +1,127 @@
+"""The vLLM engine: one `LLM` per worker process, one `LLM.chat` call per stage per batch."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from config.errors import ConfigError, EngineError
+from config.settings import Settings
+from workers.engine import EngineRequest
+from workers.formats import SCORE_REGEX
+from workers.registry import ModelSpec, resolve_spec
+
+log = logging.getLogger(__name__)
+CACHE_COUNTERS = ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits")
+
+
+def resolve_model_path(model: str) -> str:
+    """A local folder as is; a hub id from the local cache or, with network, a download."""
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser().resolve())
+    try:
+        from huggingface_hub import snapshot_download
+
+        try:
+            return snapshot_download(model, local_files_only=True)
+        except Exception:  # not cached yet
+            return snapshot_download(model)
+    except Exception as exc:
+        raise ConfigError(
+            f"model {model!r} is neither a local folder nor downloadable here ({type(exc).__name__}). "
+            "Download it on a machine with network (`hf download ID --local-dir DIR`) "
+            "and pass --model DIR (or VLMQ_MODEL=DIR)."
+        ) from exc
+
+
+def engine_kwargs(settings: Settings, spec: ModelSpec, model_path: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
+        model=model_path,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len or spec.max_model_len,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        limit_mm_per_prompt=settings.limit_mm_per_prompt or spec.limit_mm_per_prompt,
+        enable_prefix_caching=settings.enable_prefix_caching,
+        enforce_eager=settings.enforce_eager,
+        disable_log_stats=False,  # keeps get_metrics() (prefix-cache counters) available
+        seed=0,
+    )
+    if spec.mm_processor_kwargs:
+        kwargs["mm_processor_kwargs"] = dict(spec.mm_processor_kwargs)
+    if settings.max_num_seqs:
+        kwargs["max_num_seqs"] = settings.max_num_seqs
+    return {**kwargs, **spec.engine_kwargs, **settings.engine_kwargs}
+
+
+class VLLMEngine:
+    def __init__(self, settings: Settings) -> None:
+        from vllm import LLM  # heavy: imported only by the process that runs the engine
+
+        self.spec = resolve_spec(settings.model, settings.model_family)
+        self.model_id = settings.model
+        kwargs = engine_kwargs(settings, self.spec, resolve_model_path(settings.model))
+        log.info("starting vLLM engine", extra={"engine_kwargs": {k: str(v) for k, v in kwargs.items()}})
+        try:
+            self.llm = LLM(**kwargs)
+        except Exception as exc:
+            raise EngineError(f"vLLM engine failed to start: {exc}") from exc
+
+    def _conversation(self, request: EngineRequest) -> list[dict[str, Any]]:
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(request.image))
+        image.load()
+        text = request.text
+        messages: list[dict[str, Any]] = []
+        if self.spec.system_role:
+            messages.append({"role": "system", "content": request.system})
+        else:
+            text = f"{request.system}\n\n{text}"
+        content = [{"type": "image_pil", "image_pil": image}, {"type": "text", "text": text}]
+        messages.append({"role": "user", "content": content})
+        return messages
+
+    def _sampling(self, request: EngineRequest):  # -> vllm.SamplingParams
+        from vllm import SamplingParams
+        from vllm.sampling_params import StructuredOutputsParams
+
+        structured = None
+        if request.format == "choice":
+            structured = StructuredOutputsParams(choice=list(request.choices))
+        elif request.format == "score":
+            structured = StructuredOutputsParams(regex=SCORE_REGEX)
+        s = request.sampling
+        return SamplingParams(
+            temperature=s.temperature,
+            top_p=s.top_p,
+            max_tokens=s.max_tokens,
+            seed=s.seed,
+            stop=list(self.spec.stop) or None,
+            structured_outputs=structured,
+        )
+
+    def generate(self, requests: Sequence[EngineRequest]) -> list[str]:
+        conversations = [self._conversation(r) for r in requests]
+        params = [self._sampling(r) for r in requests]
+        try:
+            outputs = self.llm.chat(conversations, params, use_tqdm=False)
+        except Exception as exc:  # OOM, engine death, a processor failure: the caller splits
+            raise EngineError(f"vLLM failed on a batch of {len(requests)}: {exc}") from exc
+        return [out.outputs[0].text if out.outputs else "" for out in outputs]
+
+    def stats(self) -> dict[str, float]:
+        totals = dict.fromkeys(CACHE_COUNTERS, 0.0)
+        for metric in self.llm.get_metrics():
+            if metric.name in totals:
+                totals[metric.name] += float(getattr(metric, "value", 0) or 0)
+        return {name.split(":", 1)[1]: value for name, value in totals.items()}
+
+    def close(self) -> None:
+        engine = getattr(self.llm, "llm_engine", None)
+        shutdown = getattr(getattr(engine, "engine_core", None), "shutdown", None)
+        if callable(shutdown):
+            shutdown()
