@@ -40,6 +40,10 @@ class WorkerRuntime:
                 self._engine = create_engine(self.settings)
             return self._engine
 
+    def engine_stats(self) -> dict[str, float]:
+        """The loaded engine's counters; empty before the engine exists (never loads it)."""
+        return self._engine.stats() if self._engine is not None else {}
+
     def reset_engine(self) -> None:
         """Drop a dead engine; the next batch builds a new one."""
         with self._lock:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from config.prompts import PromptSet
 from config.settings import Sampling, Settings
+from workers.engine import engine_model_id
 
 Stage = Literal["classify", "score", "summary"]
 STAGES: tuple[Stage, ...] = ("classify", "score", "summary")
@@ -43,7 +44,7 @@ class JobSpec(BaseModel):
             prompts=prompts,
             system_prompt=settings.system_prompt,
             sampling=settings.sampling,
-            model=settings.model if settings.engine == "vllm" else "deterministic-test-engine",
+            model=engine_model_id(settings),
             score_threshold=settings.score_threshold,
             categories_to_score=settings.categories_to_score,
             categories_to_summarize=settings.categories_to_summarize,

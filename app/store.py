@@ -6,6 +6,7 @@ membership, so a batch redone after a worker kill overwrites and never double-co
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,6 +23,7 @@ from app.schemas import ImageRecord, JobSpec
 from config.settings import Settings
 
 P = "vlmq:"
+PRIORITY_SEP = "\x06\x16"  # kombu's separator between a queue name and its priority level
 CACHE_TTL_S = 90 * 24 * 3600
 
 
@@ -248,6 +250,37 @@ class JobStore:
             return []
         raw = self.r.mget([self.record_cache_key(fingerprint, s) for s in shas])
         return [ImageRecord.model_validate_json(v) if v else None for v in raw]
+
+    def purge_queued(self, queues: Sequence[str], job_id: str) -> int:
+        """Remove a job's messages from the queues (every priority level); returns how many."""
+        removed = 0
+        for queue in queues:
+            for key in [queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in range(1, 10))]:
+                for raw in self.r.lrange(key, 0, -1):
+                    try:
+                        task_id = json.loads(raw)["headers"]["id"]
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    if task_id.startswith(job_id):
+                        removed += self.r.lrem(key, 1, raw)
+        return removed
+
+    def is_cancelled(self, job_id: str) -> bool:
+        return self.r.hget(self.key(job_id), "status") == b"cancelled"
+
+    # --- worker statistics -----------------------------------------------------------------
+    def add_worker_stats(self, worker: str, stage: str, delta: Mapping[str, float]) -> None:
+        """Per-stage engine counters per worker (e.g. prefix-cache queries and hits)."""
+        pipe = self.r.pipeline(transaction=False)
+        key = f"{P}worker:{worker}"
+        pipe.hincrbyfloat(key, f"{stage}.batches", 1)
+        for name, value in delta.items():
+            pipe.hincrbyfloat(key, f"{stage}.{name}", value)
+        pipe.hset(key, "last_seen", time.time())
+        pipe.execute()
+
+    def worker_stats(self, worker: str) -> dict[str, float]:
+        return {k.decode(): float(v) for k, v in self.r.hgetall(f"{P}worker:{worker}").items()}
 
     # --- dead letters ----------------------------------------------------------------------
     def dead_letter(self, job_id: str, batch_id: str, reason: str) -> None:

@@ -12,6 +12,7 @@ from app.runtime import get_runtime
 from app.schemas import BatchState, ImageRecord, Stage
 from app.stages import StageContext, run_stage
 from app.store import JobStore
+from workers.engine import engine_model_id
 
 log = logging.getLogger(__name__)
 ATTEMPTS_TTL_S = 7 * 24 * 3600
@@ -34,6 +35,11 @@ class StageTask(Task):
 def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     rt = get_runtime(settings)
     batch = BatchState.model_validate(payload)
+    if rt.store.is_cancelled(batch.job_id):
+        for item in batch.items:
+            if not item.error:
+                item.fail(stage, "job cancelled")
+        return batch
     attempt = task.deliveries()
     if attempt > settings.max_attempts:
         # Redelivered after killing its worker max_attempts times: stop the loop here.
@@ -47,14 +53,19 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     ctx = StageContext(engine=lambda: rt.engine, spec=rt.spec(batch.job_id), images=rt.images, cache=rt.store)
     log.info("stage start", extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage,
                                    "images": len(batch.items), "attempt": attempt})
-    return run_stage(stage, batch, ctx)
+    before = rt.engine_stats()
+    batch = run_stage(stage, batch, ctx)
+    after = rt.engine_stats()
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    rt.store.add_worker_stats(task.request.hostname or "worker", stage, delta)
+    return batch
 
 
 def finish(batch: BatchState, worker: str | None) -> list[dict[str, Any]]:
     """Write one record per submitted name, cache good records, delete the batch's blobs."""
     rt = get_runtime(settings)
     spec = rt.spec(batch.job_id)
-    model = spec.model
+    model = engine_model_id(rt.settings)  # the worker's own model, which may differ from the job's wish
     records, record_cache = [], {}
     for item in batch.items:
         base = ImageRecord.from_item(item, item.ref.names[0], batch.job_id, batch.batch_id, model, worker)

@@ -122,6 +122,10 @@ def load_prompt_set(prompt_dir: Path, classification: str = "default") -> Prompt
         stage, _, category, _variant = m.groups()
         target = defaults[stage] if category is None else tables[stage].setdefault(category.upper(), [])
         target.append(_read(path))
+    primary_first = lambda p: ("." in p.name, p.name)  # noqa: E731 - the unsuffixed file leads
+    for table in (*tables.values(), defaults):
+        for prompts in table.values():
+            prompts.sort(key=primary_first)
     for stage, prompts in defaults.items():
         if not prompts:
             raise PromptError(f"no {stage}_default.txt in {prompt_dir}: it is the fallback prompt")

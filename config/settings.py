@@ -29,13 +29,14 @@ class StageSampling(BaseModel):
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = Field(64, ge=1, le=8192)
+    min_tokens: int = Field(0, ge=0)
     seed: int | None = 0
 
 
 class Sampling(BaseModel):
     classify: StageSampling = StageSampling(max_tokens=4)
     score: StageSampling = StageSampling(max_tokens=96)
-    summary: StageSampling = StageSampling(max_tokens=192)
+    summary: StageSampling = StageSampling(max_tokens=192, min_tokens=1)  # never an empty summary
 
 
 def config_file_candidates(component: str = "vlmq") -> list[Path]:
@@ -111,7 +112,7 @@ class Settings(BaseSettings):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     max_num_seqs: int | None = None
     limit_mm_per_prompt: dict[str, int] = {"image": 1}
-    enforce_eager: bool = False
+    enforce_eager: bool | None = None  # None: on for the CPU backend, off on GPUs
     enable_prefix_caching: bool = True
     engine_kwargs: dict[str, Any] = {}  # passed through to vllm.LLM for options not listed here
     test_engine_delay_s: float = 0.0  # deterministic test engine: sleep per batch (simulates a GPU)

@@ -65,6 +65,16 @@ class Job:
     def records(self) -> list[ImageRecord]:
         return self.store.records(self.id)
 
+    def cancel(self) -> int:
+        """Mark cancelled, revoke unfinished chains, remove their queued messages; returns how many."""
+        self.store.set_fields(self.id, status="cancelled")
+        spec = self.store.load_spec(self.id)
+        pending = [tid for batch, ids in self.store.chains(self.id).items()
+                   if not self.store.is_batch_done(self.id, batch) for tid in ids]
+        if pending:
+            self.celery.control.revoke(pending)
+        return self.store.purge_queued(spec.queues if spec else [], self.id)
+
 
 def submit(folder: str | Path | list[str | Path], settings: Settings | None = None, recursive: bool = True,
            queues: list[str] | None = None) -> Job:

@@ -199,6 +199,56 @@ def prompts(ctx, prompt_dir, classification_prompt) -> None:
     out.print(table)
 
 
+@main.command()
+@click.argument("job_id")
+@click.option("--format", "formats", multiple=True, default=["all"], show_default=True,
+              type=click.Choice(["jsonl", "csv", "parquet", "folder", "all"]))
+@click.option("--output", "output", required=True, type=click.Path(file_okay=False))
+@click.pass_context
+def export(ctx, job_id, formats, output) -> None:
+    """Write a job's records as jsonl, csv, parquet and/or the classification/scoring/summaries folder."""
+    from producers.api import Job
+    from producers.export import export as write
+
+    for path in write(Job(job_id, settings_from(ctx)).records(), output, formats):
+        click.echo(path)
+
+
+@main.command()
+@click.argument("job_id")
+@click.pass_context
+def cancel(ctx, job_id) -> None:
+    """Revoke what has not run, drop the job's queued tasks and mark it cancelled."""
+    from producers.api import Job
+
+    removed = Job(job_id, settings_from(ctx)).cancel()
+    click.echo(f"job {job_id} cancelled; {removed} queued tasks removed")
+
+
+@main.command()
+@click.argument("roots", nargs=-1, required=True, type=click.Path(exists=True))
+@job_options
+@click.option("--model", help="Local model folder or hub id (default: SmolVLM on CPU, Qwen2.5-VL on GPU).")
+@click.option("--engine", type=click.Choice(["vllm", "test"]), help="'test': the deterministic test engine.")
+@click.option("--output-dir", default="run", show_default=True, type=click.Path(file_okay=False))
+@click.pass_context
+def run(ctx, roots, recursive, model, engine, output_dir, **job) -> None:
+    """The whole job on this machine: Redis (embedded if none answers), a worker, results in OUTPUT_DIR."""
+    import os
+
+    from producers.run import default_model, run_local
+
+    if model is None and "VLMQ_MODEL" not in os.environ:
+        model = default_model()
+    settings = settings_from(ctx, model=model, engine=engine, **job_overrides(**job))
+    try:
+        progress = run_local(settings, roots, output_dir, recursive, console, watch=watch)
+    except KeyboardInterrupt:
+        console.print("interrupted: stopped the worker and the embedded Redis")
+        sys.exit(130)
+    console.print(progress_line(progress))
+
+
 def run_cli() -> None:
     try:
         main(standalone_mode=True)

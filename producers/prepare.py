@@ -72,7 +72,7 @@ def prepare_bytes(name: str, raw: bytes, limits: PrepareLimits) -> Prepared | Fa
             w, h = img.size
             if w * h > limits.max_pixels:
                 return Failed(name, f"image declares {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
-                                    f"{limits.max_pixels / 1e6:.0f} MP (possible decompression bomb)", sha)
+                                    f"{limits.max_pixels / 1e6:.0f} MP (decompression bomb refused)", sha)
             orientation = img.getexif().get(0x0112, 1)
             if img.format == "JPEG":
                 # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: a 12 MP photo costs a fraction.

@@ -67,6 +67,9 @@ def scan(roots: Sequence[str | Path], recursive: bool, extensions: Sequence[str]
                             seen.add(path.resolve())  # a followed link can loop back
                             subdirs.append(path)
                         continue
+                    if not entry.is_file(follow_symlinks=True):
+                        yield ScanEntry(path, name, "not a regular file (device, pipe, socket or broken link)")
+                        continue
                     if path.suffix.lower() not in exts:
                         if report_other_files:
                             yield ScanEntry(path, name, f"not an image file type ({path.suffix or 'no extension'})")

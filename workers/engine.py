@@ -41,6 +41,14 @@ class Engine(Protocol):
         """Release the engine (GPU memory, engine processes)."""
 
 
+TEST_ENGINE_ID = "deterministic-test-engine"
+
+
+def engine_model_id(settings: Settings) -> str:
+    """What records name as their model: the model, or plainly the test engine."""
+    return TEST_ENGINE_ID if settings.engine == "test" else settings.model
+
+
 def create_engine(settings: Settings) -> Engine:
     """The engine the settings name; vLLM is imported only when it is the one wanted."""
     if settings.engine == "test":

@@ -19,7 +19,6 @@ class ModelSpec:
     model_types: tuple[str, ...]  # `model_type` values in a checkpoint's config.json
     name_hints: tuple[str, ...]  # lower-case substrings of hub ids
     max_image_edge: int  # the longest edge the processor makes use of; the producer never sends more
-    max_model_len: int
     stop: tuple[str, ...] = ()
     system_role: bool = True  # whether the chat template accepts a system message
     limit_mm_per_prompt: dict[str, int] = field(default_factory=lambda: {"image": 1})
@@ -33,7 +32,6 @@ REGISTRY: tuple[ModelSpec, ...] = (
         model_types=("idefics3", "smolvlm"),
         name_hints=("smolvlm", "idefics3"),
         max_image_edge=512,
-        max_model_len=8192,
         stop=("<end_of_utterance>",),
         # One 512-px tile per image: image splitting multiplies the image tokens by up to 17.
         mm_processor_kwargs={"do_image_splitting": False},
@@ -43,7 +41,6 @@ REGISTRY: tuple[ModelSpec, ...] = (
         model_types=("qwen2_5_vl",),
         name_hints=("qwen2.5-vl", "qwen2_5_vl", "qwen2.5vl"),
         max_image_edge=1024,
-        max_model_len=16384,
         stop=("<|im_end|>",),
         mm_processor_kwargs={"min_pixels": 28 * 28 * 4, "max_pixels": 1280 * 28 * 28},
     ),
@@ -52,7 +49,6 @@ REGISTRY: tuple[ModelSpec, ...] = (
         model_types=("qwen2_vl",),
         name_hints=("qwen2-vl", "qwen2_vl"),
         max_image_edge=1024,
-        max_model_len=16384,
         stop=("<|im_end|>",),
         mm_processor_kwargs={"min_pixels": 28 * 28 * 4, "max_pixels": 1280 * 28 * 28},
     ),
@@ -61,7 +57,6 @@ REGISTRY: tuple[ModelSpec, ...] = (
         model_types=("paligemma",),
         name_hints=("paligemma",),
         max_image_edge=448,
-        max_model_len=2048,
         system_role=False,
     ),
     ModelSpec(
@@ -69,7 +64,6 @@ REGISTRY: tuple[ModelSpec, ...] = (
         model_types=("phi3_v",),
         name_hints=("phi-3-vision", "phi-3.5-vision"),
         max_image_edge=1344,
-        max_model_len=8192,
         stop=("<|end|>",),
         engine_kwargs={"trust_remote_code": True},
         mm_processor_kwargs={"num_crops": 4},

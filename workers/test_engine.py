@@ -11,11 +11,11 @@ import time
 from collections.abc import Sequence
 
 from config.errors import EngineError
-from workers.engine import EngineRequest
+from workers.engine import TEST_ENGINE_ID, EngineRequest
 
 
 class DeterministicTestEngine:
-    model_id = "deterministic-test-engine"
+    model_id = TEST_ENGINE_ID
 
     def __init__(self, delay_s: float = 0.0, fail_on: Sequence[str] = ()) -> None:
         self.delay_s = delay_s

@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-IMAGE_SIZE, PATCH_SIZE, SCALE_FACTOR = 32, 8, 2
-IMAGE_SEQ_LEN = (IMAGE_SIZE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2  # 4 tokens per image
+IMAGE_SIZE, PATCH_SIZE, SCALE_FACTOR = 192, 8, 2
+IMAGE_SEQ_LEN = (IMAGE_SIZE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2  # 144 tokens: fills whole KV blocks
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",

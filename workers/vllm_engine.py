@@ -37,16 +37,17 @@ def resolve_model_path(model: str) -> str:
         ) from exc
 
 
-def engine_kwargs(settings: Settings, spec: ModelSpec, model_path: str) -> dict[str, Any]:
+def engine_kwargs(settings: Settings, spec: ModelSpec, model_path: str, on_cpu: bool = False) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(
         model=model_path,
         tensor_parallel_size=settings.tensor_parallel_size,
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len or spec.max_model_len,
+        dtype=settings.dtype if settings.dtype != "auto" or not on_cpu else "float32",
+        max_model_len=settings.max_model_len,  # None: the model's own limit
         gpu_memory_utilization=settings.gpu_memory_utilization,
         limit_mm_per_prompt=settings.limit_mm_per_prompt or spec.limit_mm_per_prompt,
         enable_prefix_caching=settings.enable_prefix_caching,
-        enforce_eager=settings.enforce_eager,
+        # graph capture / compilation buys nothing on the CPU backend and costs minutes at start-up
+        enforce_eager=on_cpu if settings.enforce_eager is None else settings.enforce_eager,
         disable_log_stats=False,  # keeps get_metrics() (prefix-cache counters) available
         seed=0,
     )
@@ -63,7 +64,9 @@ class VLLMEngine:
 
         self.spec = resolve_spec(settings.model, settings.model_family)
         self.model_id = settings.model
-        kwargs = engine_kwargs(settings, self.spec, resolve_model_path(settings.model))
+        from vllm.platforms import current_platform
+
+        kwargs = engine_kwargs(settings, self.spec, resolve_model_path(settings.model), current_platform.is_cpu())
         log.info("starting vLLM engine", extra={"engine_kwargs": {k: str(v) for k, v in kwargs.items()}})
         try:
             self.llm = LLM(**kwargs)
@@ -99,6 +102,7 @@ class VLLMEngine:
             temperature=s.temperature,
             top_p=s.top_p,
             max_tokens=s.max_tokens,
+            min_tokens=s.min_tokens,
             seed=s.seed,
             stop=list(self.spec.stop) or None,
             structured_outputs=structured,

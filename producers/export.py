@@ -1,0 +1,107 @@
+"""Exports of a job's records: jsonl, csv, parquet, and the three-stage pipeline's output folder.
+
+Output folder layout (what users of the three-stage pipeline know):
+
+    run/classification/<image>.json   category per image
+    run/scoring/<image>.json          score and reasoning (images that were scored)
+    run/summaries/<image>.json        summaries (images that were summarized)
+    run/errors/<image>.json           images that failed, with the reason
+    run/pipeline_results.json         every record, one list
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from app.schemas import ImageRecord
+
+FORMATS = ("jsonl", "csv", "parquet", "folder")
+CSV_COLUMNS = ["image", "sha256", "width", "height", "category", "score", "score_reasoning", "summary",
+               "summaries", "skipped", "error", "error_stage", "model", "prompts", "worker", "cached", "job_id"]
+
+
+def flat_row(r: ImageRecord) -> dict[str, object]:
+    """One flat row per record, for csv and parquet; lists and maps as JSON text."""
+    return {
+        "image": r.image, "sha256": r.sha256, "width": r.width, "height": r.height,
+        "category": r.classification.category if r.classification else None,
+        "score": r.scoring.score if r.scoring else None,
+        "score_reasoning": r.scoring.reasoning if r.scoring else None,
+        "summary": r.summary.summary if r.summary else None,
+        "summaries": json.dumps([s.model_dump() for s in r.summaries], ensure_ascii=False),
+        "skipped": json.dumps(r.skipped, ensure_ascii=False),
+        "error": r.error, "error_stage": r.error_stage, "model": r.model,
+        "prompts": json.dumps(r.prompts, ensure_ascii=False), "worker": r.worker, "cached": r.cached,
+        "job_id": r.job_id,
+    }
+
+
+def write_jsonl(records: Sequence[ImageRecord], path: Path) -> Path:
+    with open(path, "w", encoding="utf-8") as fh:
+        for r in records:
+            fh.write(r.model_dump_json() + "\n")
+    return path
+
+
+def write_csv(records: Sequence[ImageRecord], path: Path) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(flat_row(r) for r in records)
+    return path
+
+
+def write_parquet(records: Sequence[ImageRecord], path: Path) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [flat_row(r) for r in records]
+    schema = pa.schema([
+        ("image", pa.string()), ("sha256", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
+        ("category", pa.string()), ("score", pa.float64()), ("score_reasoning", pa.string()),
+        ("summary", pa.string()), ("summaries", pa.string()), ("skipped", pa.string()), ("error", pa.string()),
+        ("error_stage", pa.string()), ("model", pa.string()), ("prompts", pa.string()), ("worker", pa.string()),
+        ("cached", pa.bool_()), ("job_id", pa.string()),
+    ])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def _safe_name(image: str) -> str:
+    # keep the folder structure readable but never escape the output folder
+    return image.replace("\\", "/").lstrip("/").replace("../", "__/") + ".json"
+
+
+def write_folder(records: Sequence[ImageRecord], out: Path) -> Path:
+    for r in records:
+        parts = {
+            "classification": r.classification and {"image": r.image, **r.classification.model_dump()},
+            "scoring": r.scoring and {"image": r.image, **r.scoring.model_dump(),
+                                      "all": [s.model_dump() for s in r.scores]},
+            "summaries": r.summaries and {"image": r.image, "summaries": [s.model_dump() for s in r.summaries]},
+            "errors": r.error and {"image": r.image, "error": r.error, "stage": r.error_stage},
+        }
+        for folder, content in parts.items():
+            if content:
+                target = out / folder / _safe_name(r.image)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pipeline_results.json").write_text(
+        json.dumps([r.model_dump(mode="json") for r in records], indent=2, ensure_ascii=False), encoding="utf-8")
+    return out
+
+
+def export(records: Sequence[ImageRecord], out_dir: str | Path, formats: Sequence[str]) -> list[Path]:
+    """Write the chosen formats ('all' for every one) into `out_dir`; return what was written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = FORMATS if "all" in formats else formats
+    writers = {"jsonl": lambda: write_jsonl(records, out / "results.jsonl"),
+               "csv": lambda: write_csv(records, out / "results.csv"),
+               "parquet": lambda: write_parquet(records, out / "results.parquet"),
+               "folder": lambda: write_folder(records, out)}
+    return [writers[f]() for f in chosen]

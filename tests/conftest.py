@@ -1,0 +1,79 @@
+"""Fixtures: a real redis-server per test session, real Celery worker processes per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+from app.factory import create_app
+from app.store import JobStore
+from config.settings import Settings
+from producers.local import RedisServer, WorkerProcess
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> str:
+    """A redis-server of the tests' own on a free port (VLMQ_TEST_REDIS_URL to use another)."""
+    given = os.environ.get("VLMQ_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def settings(redis_url, tmp_path) -> Settings:
+    redis.Redis.from_url(redis_url).flushdb()
+    return Settings(broker_url=redis_url, engine="test", queues=[f"gpu-{uuid.uuid4().hex[:8]}"],
+                    batch_size=8, max_inflight_batches=4, visibility_timeout_s=60)
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {
+        "VLMQ_BROKER_URL": settings.broker_url,
+        "VLMQ_ENGINE": settings.engine,
+        "VLMQ_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
+        "VLMQ_QUEUES": f'["{settings.queues[0]}"]',
+    }
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def celery_app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def store(settings) -> JobStore:
+    return JobStore.from_settings(settings)
+
+
+@pytest.fixture
+def start_worker(settings, celery_app, tmp_path):
+    """Start real `celery -A app worker` processes; all are stopped after the test."""
+    started: list[WorkerProcess] = []
+
+    def start(queue: str | None = None, timeout: float = 60, **env: str) -> WorkerProcess:
+        queue = queue or settings.queues[0]
+        name = f"w{len(started)}-{uuid.uuid4().hex[:6]}@test"
+        log = tmp_path / f"worker-{len(started)}.log"
+        proc = WorkerProcess(queue, worker_env(settings, **env), name=name, log_file=log).start()
+        started.append(proc)
+        proc.wait_ready(celery_app, timeout)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def image_dir(tmp_path) -> Path:
+    return tmp_path / "images"

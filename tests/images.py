@@ -1,0 +1,57 @@
+"""Generators of test image folders: good images of many kinds, and hostile files."""
+
+from __future__ import annotations
+
+import io
+import random
+import struct
+import zlib
+from pathlib import Path
+
+from PIL import Image
+
+
+def jpeg_bytes(w: int, h: int, color: tuple[int, int, int], seed: int = 0) -> bytes:
+    img = Image.new("RGB", (w, h), color)
+    rng = random.Random(seed)
+    for _ in range(20):  # some structure so images differ in content, not only colour
+        x, y = rng.randrange(w), rng.randrange(h)
+        img.paste(tuple(rng.randrange(256) for _ in range(3)), (x, y, min(w, x + 8), min(h, y + 8)))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+def make_good_images(folder: Path, n: int, size: tuple[int, int] = (96, 64), start: int = 0) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i in range(start, start + n):
+        name = f"img_{i:05d}.jpg"
+        (folder / name).write_bytes(jpeg_bytes(*size, ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256), seed=i))
+        names.append(name)
+    return names
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares a huge size: a decompression bomb."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def make_bad_files(folder: Path) -> dict[str, str]:
+    """Hostile files, name → a word the error reason must contain."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = jpeg_bytes(120, 80, (10, 200, 30))
+    files = {
+        "not_an_image.jpg": (b"this is plain text, not a JPEG\n" * 10, "not an image"),
+        "truncated.jpg": (good[: len(good) // 2], "truncated"),
+        "empty.png": (b"", "empty"),
+        "bomb.png": (png_declaring(10_000, 10_000), "decompression bomb"),
+        "garbage.webp": (bytes(random.Random(1).randrange(256) for _ in range(4096)), "not an image"),
+        "notes.txt": (b"a sidecar file", "not an image file type"),
+    }
+    for name, (data, _) in files.items():
+        (folder / name).write_bytes(data)
+    return {name: word for name, (_, word) in files.items()}

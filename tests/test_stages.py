@@ -1,0 +1,110 @@
+"""The stage functions alone: no Celery, no Redis."""
+
+import hashlib
+
+from app.schemas import BatchState, ImageRef, ItemState, JobSpec
+from app.stages import MemoryCache, StageContext, run_stage
+from config.errors import EngineError
+from config.prompts import load_prompt_set
+from config.settings import PACKAGE_PROMPT_DIR, Settings
+from tests.images import jpeg_bytes
+from workers.test_engine import DeterministicTestEngine
+
+
+class CountingEngine(DeterministicTestEngine):
+    """The test engine, failing any call that contains a chosen image (an OOM stand-in)."""
+
+    def __init__(self, poison: set[str] = frozenset()):
+        super().__init__()
+        self.poison = poison
+        self.batch_sizes: list[int] = []
+
+    def generate(self, requests):
+        self.batch_sizes.append(len(requests))
+        if any(r.image_key in self.poison for r in requests):
+            raise EngineError("out of memory")
+        return super().generate(requests)
+
+
+def make_batch(n: int) -> tuple[BatchState, dict[str, bytes]]:
+    images, items = {}, []
+    for i in range(n):
+        data = jpeg_bytes(40, 30, (i * 20, 50, 90), seed=i)
+        sha = hashlib.sha256(data).hexdigest()
+        images[sha] = data
+        items.append(ItemState(ref=ImageRef(sha256=sha, names=[f"{i}.jpg"], width=40, height=30, blob=sha)))
+    return BatchState(job_id="j", batch_id="j-b0", items=items), images
+
+
+def run_all(batch, images, engine, cache=None, **spec_kw) -> BatchState:
+    spec = JobSpec.from_settings(Settings(engine="test", **spec_kw), "j", load_prompt_set(PACKAGE_PROMPT_DIR), [])
+    ctx = StageContext(engine=lambda: engine, spec=spec,
+                       images=lambda items: {i.ref.sha256: images[i.ref.sha256] for i in items}, cache=cache)
+    for stage in ("classify", "score", "summary"):
+        batch = run_stage(stage, batch, ctx)
+    return batch
+
+
+def test_each_stage_makes_one_engine_call_per_batch():
+    batch, images = make_batch(8)
+    engine = CountingEngine()
+    out = run_all(batch, images, engine)
+    assert engine.batch_sizes == [8, 8, 8]
+    assert all(i.classification and i.scores and i.summaries and not i.error for i in out.items)
+
+
+def test_a_failing_batch_is_split_until_only_the_bad_image_fails():
+    batch, images = make_batch(8)
+    bad = batch.items[5].ref.sha256
+    engine = CountingEngine(poison={bad})
+    out = run_all(batch, images, engine)
+    failed = [i for i in out.items if i.error]
+    assert [i.ref.sha256 for i in failed] == [bad]
+    assert "out of memory" in failed[0].error and failed[0].error_stage == "classify"
+    assert engine.batch_sizes[:5] == [8, 4, 4, 2, 1]
+
+
+def test_the_threshold_skips_summaries_and_says_why():
+    batch, images = make_batch(16)
+    out = run_all(batch, images, CountingEngine(), score_threshold=6)
+    for item in out.items:
+        if item.scores[0].score >= 6:
+            assert item.summaries and "summary" not in item.skipped
+        else:
+            assert not item.summaries and "below threshold 6" in item.skipped["summary"]
+    assert any(i.summaries for i in out.items) and any(not i.summaries for i in out.items)
+
+
+def test_category_filters_limit_scoring_and_summaries():
+    batch, images = make_batch(16)
+    out = run_all(batch, images, CountingEngine(), categories_to_score=["A", "B"], categories_to_summarize=["A"])
+    for item in out.items:
+        cat = item.classification.category
+        assert bool(item.scores) == (cat in ("A", "B"))
+        assert bool(item.summaries) == (cat == "A")
+        if cat not in ("A", "B"):
+            assert "categories_to_score" in item.skipped["score"]
+
+
+def test_a_second_run_over_the_same_images_is_served_from_the_cache():
+    cache = MemoryCache()
+    batch, images = make_batch(8)
+    first = run_all(batch, images, CountingEngine(), cache)
+    engine = CountingEngine()
+    again, _ = make_batch(8)
+    second = run_all(again, images, engine, cache)
+    assert engine.batch_sizes == []
+    assert [i.classification for i in second.items] == [i.classification for i in first.items]
+    assert all(i.cached_stages == ["classify", "score", "summary"] for i in second.items)
+
+
+def test_a_missing_blob_fails_only_that_image():
+    batch, images = make_batch(4)
+    del images[batch.items[0].ref.sha256]
+    spec = JobSpec.from_settings(Settings(engine="test"), "j", load_prompt_set(PACKAGE_PROMPT_DIR), [])
+    ctx = StageContext(engine=lambda: CountingEngine(), spec=spec,
+                       images=lambda items: {i.ref.sha256: images[i.ref.sha256] for i in items
+                                             if i.ref.sha256 in images})
+    out = run_stage("classify", batch, ctx)
+    assert "no longer in the blob store" in out.items[0].error
+    assert all(i.classification for i in out.items[1:])

