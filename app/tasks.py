@@ -25,7 +25,7 @@ class StageTask(Task):
 
     def deliveries(self) -> int:
         store = get_runtime(settings).store
-        key = f"vlmq:attempts:{self.request.id}"
+        key = f"vlmq:attempts:{self.request.id}:{self.request.retries}"  # a retry is not a redelivery
         pipe = store.r.pipeline()
         pipe.incr(key)
         pipe.expire(key, ATTEMPTS_TTL_S)
@@ -54,7 +54,20 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     log.info("stage start", extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage,
                                    "images": len(batch.items), "attempt": attempt})
     before = rt.engine_stats()
-    batch = run_stage(stage, batch, ctx)
+    try:
+        batch = run_stage(stage, batch, ctx)
+    except Exception as exc:  # engine would not start or died: rebuild and retry, then give up per image
+        rt.reset_engine()
+        if task.request.retries < settings.stage_retries:
+            log.warning("stage failed, retrying", extra={"job_id": batch.job_id, "batch_id": batch.batch_id,
+                                                         "stage": stage, "error": str(exc)})
+            raise task.retry(exc=exc, countdown=2 * (task.request.retries + 1)) from exc
+        log.error("stage failed for good", extra={"job_id": batch.job_id, "batch_id": batch.batch_id,
+                                                  "stage": stage, "error": str(exc)})
+        for item in batch.items:
+            if not item.error:
+                item.fail(stage, f"{type(exc).__name__}: {exc}")
+        return batch
     after = rt.engine_stats()
     delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
     rt.store.add_worker_stats(task.request.hostname or "worker", stage, delta)

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
     limit_mm_per_prompt: dict[str, int] = {"image": 1}
     enforce_eager: bool | None = None  # None: on for the CPU backend, off on GPUs
     enable_prefix_caching: bool = True
+    # CPU backend only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE); without it vLLM reserves
+    # gpu_memory_utilization of all host memory, which a shared machine rarely has free.
+    cpu_kvcache_space_gb: int = Field(2, ge=1)
+    stage_retries: int = Field(2, ge=0)  # retries of a stage whose engine failed outright
     engine_kwargs: dict[str, Any] = {}  # passed through to vllm.LLM for options not listed here
     test_engine_delay_s: float = 0.0  # deterministic test engine: sleep per batch (simulates a GPU)
     test_engine_fail_on: list[str] = []  # deterministic test engine: sha256 prefixes that fail

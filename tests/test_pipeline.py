@@ -96,3 +96,14 @@ def test_the_cli_submits_waits_and_prints_one_record_per_image(settings, start_w
     assert len(rows) == 9 and all(r["classification"] and r["scoring"] and r["summary"] for r in rows)
     status = run("status", job_id, "--json")
     assert json.loads(status.stdout)["status"] == "done"
+
+
+def test_an_engine_that_cannot_start_ends_the_job_with_readable_error_records(settings, start_worker, image_dir):
+    make_good_images(image_dir, 6)
+    start_worker(VLMQ_ENGINE="vllm", VLMQ_MODEL="/nonexistent/model-dir", VLMQ_MODEL_FAMILY="idefics3",
+                 VLMQ_STAGE_RETRIES="1")
+    job = submit(image_dir, settings)
+    progress = job.wait(timeout=90)
+    assert progress.outcomes == {"failed": 6}
+    for r in job.records():
+        assert r.error_stage == "classify" and "neither a local folder nor downloadable" in r.error

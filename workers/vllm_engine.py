@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,13 +61,15 @@ def engine_kwargs(settings: Settings, spec: ModelSpec, model_path: str, on_cpu: 
 
 class VLLMEngine:
     def __init__(self, settings: Settings) -> None:
-        from vllm import LLM  # heavy: imported only by the process that runs the engine
-
         self.spec = resolve_spec(settings.model, settings.model_family)
         self.model_id = settings.model
+        model_path = resolve_model_path(settings.model)  # fails fast and clearly, before the import
+        from vllm import LLM  # heavy: imported only by the process that runs the engine
         from vllm.platforms import current_platform
 
-        kwargs = engine_kwargs(settings, self.spec, resolve_model_path(settings.model), current_platform.is_cpu())
+        if current_platform.is_cpu():
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_space_gb))
+        kwargs = engine_kwargs(settings, self.spec, model_path, current_platform.is_cpu())
         log.info("starting vLLM engine", extra={"engine_kwargs": {k: str(v) for k, v in kwargs.items()}})
         try:
             self.llm = LLM(**kwargs)
