@@ -96,7 +96,8 @@ class Submitter:
                 self._ship(to_ship[start : start + s.batch_size], stats)
         finally:
             pool.close()
-        self.store.set_fields(job_id, total=stats.scanned, status="submitted", batches=stats.batches)
+        if not self.store.is_cancelled(job_id):
+            self.store.set_fields(job_id, total=stats.scanned, status="submitted", batches=stats.batches)
         self.save_group(job_id)
         self.store.mark_finished_if_complete(job_id)
         if progress:
@@ -135,10 +136,9 @@ class Submitter:
         return items
 
     def _ship(self, items: list[ItemState], stats: SubmitStats) -> None:
-        if not items:
-            return
         s, job_id = self.settings, self.spec.job_id
-        self._wait_for_room(job_id)
+        if not items or not self._wait_for_room(job_id):
+            return
         blobs = {i.ref.sha256: self._data.pop(i.ref.sha256) for i in items}
         if s.shared_dir:
             keys = self._write_shared(job_id, blobs)
@@ -165,11 +165,13 @@ class Submitter:
             keys[sha] = str(path)
         return keys
 
-    def _wait_for_room(self, job_id: str) -> None:
+    def _wait_for_room(self, job_id: str) -> bool:
+        """Block while too many batches are in flight; False once the job is cancelled."""
         while self.store.batches_in_flight(job_id) >= self.settings.max_inflight_batches:
-            if self.store.get_field(job_id, "status") == "cancelled":
-                return
+            if self.store.is_cancelled(job_id):
+                return False
             time.sleep(0.02)
+        return not self.store.is_cancelled(job_id)
 
     def save_group(self, job_id: str) -> GroupResult:
         """Save the job as a GroupResult of the chains' last tasks: `GroupResult.restore(job_id)`."""
