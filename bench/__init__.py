@@ -1,0 +1,1 @@
+"""Benchmarks: each `python -m bench.NAME` prints a table and writes bench/results/NAME.json."""
