@@ -27,6 +27,7 @@ class PrepareLimits:
     max_pixels: int
     max_edge: int
     jpeg_quality: int
+    use_draft: bool = True  # JPEG reduced-size decoding (off only to measure what it saves)
 
 
 @dataclass(frozen=True)
@@ -74,13 +75,16 @@ def prepare_bytes(name: str, raw: bytes, limits: PrepareLimits) -> Prepared | Fa
                 return Failed(name, f"image declares {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
                                     f"{limits.max_pixels / 1e6:.0f} MP (decompression bomb refused)", sha)
             orientation = img.getexif().get(0x0112, 1)
-            if img.format == "JPEG":
+            if img.format == "JPEG" and limits.use_draft:
                 # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: a 12 MP photo costs a fraction.
-                img.draft("RGB", (limits.max_edge, limits.max_edge))
+                # The request keeps the aspect ratio: draft picks a scale keeping both sides >= it.
+                scale = limits.max_edge / max(w, h)
+                img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
             img.load()
             img = ImageOps.exif_transpose(img)
             img = _to_rgb(img)
-            img.thumbnail((limits.max_edge, limits.max_edge), Image.Resampling.LANCZOS)  # never upscales
+            # never upscales; BICUBIC: half LANCZOS's cost, no visible difference at model input sizes
+            img.thumbnail((limits.max_edge, limits.max_edge), Image.Resampling.BICUBIC)
             out = io.BytesIO()
             img.save(out, "JPEG", quality=limits.jpeg_quality, optimize=False)
     except UnidentifiedImageError:

@@ -20,11 +20,13 @@ from app.factory import create_app
 from app.pipeline import batch_chain, chain_task_ids
 from app.schemas import BatchState, ImageRecord, ImageRef, ItemState, JobSpec
 from app.store import JobStore
+from config.errors import ConfigError
 from config.prompts import load_prompt_set
 from config.settings import Settings
 from producers.pool import PreparePool
 from producers.prepare import Failed, Prepared, PrepareLimits
 from producers.scan import scan
+from workers.registry import resolve_spec
 
 
 @dataclass
@@ -45,8 +47,18 @@ def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
+def useful_edge(settings: Settings) -> int:
+    """The downscale target: the settings' edge, capped at what the model's processor uses."""
+    if settings.engine != "vllm":
+        return settings.max_image_edge
+    try:
+        return min(settings.max_image_edge, resolve_spec(settings.model, settings.model_family).max_image_edge)
+    except ConfigError:  # unknown family: the worker will say so; the settings' edge is safe
+        return settings.max_image_edge
+
+
 def limits_from(settings: Settings) -> PrepareLimits:
-    return PrepareLimits(settings.max_file_bytes, settings.max_pixels, settings.max_image_edge,
+    return PrepareLimits(settings.max_file_bytes, settings.max_pixels, useful_edge(settings),
                          settings.jpeg_quality)
 
 
@@ -55,6 +67,10 @@ class Submitter:
                  store: JobStore | None = None) -> None:
         self.settings = settings
         self.celery = celery_app or create_app(settings)
+        # The Redis result backend subscribes to each sent task's result channel so that a later
+        # .get() is fast; a producer sending thousands of chains never reads those channels and
+        # the unread pubsub traffic piles up. .get()/.join() still subscribe when called.
+        self.celery.backend.on_task_call = lambda producer, task_id: None
         self.store = store or JobStore.from_settings(settings)
         self._next_queue = 0
         self._data: dict[str, bytes] = {}  # prepared bytes of items resolved but not yet shipped
