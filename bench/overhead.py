@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import tempfile
+import time
 from pathlib import Path
 
 from app.schemas import BatchState, ImageRef, ItemState, JobSpec
@@ -28,8 +29,10 @@ from workers.engine import Engine
 from workers.test_engine import DeterministicTestEngine
 
 
-def plain_loop(settings: Settings, folder: Path, engine: Engine | None = None) -> int:
+def plain_loop(settings: Settings, folder: Path, engine: Engine | None = None,
+               stage_seconds: dict[str, float] | None = None) -> int:
     """What a user would write by hand: prepare, then three engine calls per batch, in one process."""
+    stage_seconds = {} if stage_seconds is None else stage_seconds
     spec = JobSpec.from_settings(settings, "loop", load_prompt_set(settings.prompt_dir), [str(folder)])
     engine = engine or DeterministicTestEngine()
     limits = limits_from(settings)
@@ -45,7 +48,9 @@ def plain_loop(settings: Settings, folder: Path, engine: Engine | None = None) -
         if len(batch) == settings.batch_size or i == len(entries) - 1:
             state = BatchState(job_id="loop", batch_id=hashlib.md5(str(i).encode()).hexdigest(), items=batch)
             for stage in ("classify", "score", "summary"):
+                started = time.perf_counter()
                 state = run_stage(stage, state, ctx)
+                stage_seconds[stage] = stage_seconds.get(stage, 0.0) + time.perf_counter() - started
             done += len(state.items)
             batch, images = [], {}
     return done
