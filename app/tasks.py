@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from celery import Task
@@ -88,6 +89,9 @@ def finish(batch: BatchState, worker: str | None) -> list[dict[str, Any]]:
     blob_keys = [i.ref.blob for i in batch.items if i.ref.blob.startswith("vlmq:blob:")]
     rt.store.finish_batch(batch.job_id, batch.batch_id, records, blob_keys, record_cache)
     rt.forget_images([i.ref.blob for i in batch.items])
+    for item in batch.items:  # prepared files on a shared folder: done with them too
+        if not item.ref.blob.startswith("vlmq:blob:"):
+            Path(item.ref.blob).unlink(missing_ok=True)
     aliased = _alias_records(batch, records, rt.store)
     if aliased:
         rt.store.write_records(aliased)

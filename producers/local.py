@@ -112,21 +112,24 @@ class WorkerProcess:
     """`celery -A app worker -Q QUEUE -c 1` as a child process in its own session."""
 
     def __init__(self, queue: str, env: dict[str, str], name: str | None = None,
-                 log_file: str | Path | None = None, extra_args: list[str] | None = None) -> None:
+                 log_file: str | Path | None = None, extra_args: list[str] | None = None,
+                 prefix: list[str] | None = None, cwd: str | Path | None = None) -> None:
         self.queue = queue
         self.name = name or f"{queue}@{socket.gethostname()}"
         self.env = env
         self.log_file = Path(log_file) if log_file else None
         self.extra_args = extra_args or []
+        self.prefix = prefix or []  # e.g. setpriv/sudo/numactl before the worker command
+        self.cwd = cwd
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
-        args = [sys.executable, "-m", "celery", "-A", "app", "worker", "-Q", self.queue, "-c", "1",
+        args = [*self.prefix, sys.executable, "-m", "celery", "-A", "app", "worker", "-Q", self.queue, "-c", "1",
                 "-P", "solo", "-n", self.name, "--without-gossip", "--without-mingle",
                 "--loglevel", "INFO", *self.extra_args]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(args, env={**os.environ, **self.env}, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(args, env={**os.environ, **self.env}, stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True, cwd=self.cwd)
         return self
 
     def wait_ready(self, celery_app, timeout: float = 60.0) -> None:

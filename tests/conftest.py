@@ -60,11 +60,12 @@ def start_worker(settings, celery_app, tmp_path):
     """Start real `celery -A app worker` processes; all are stopped after the test."""
     started: list[WorkerProcess] = []
 
-    def start(queue: str | None = None, timeout: float = 60, **env: str) -> WorkerProcess:
+    def start(queue: str | None = None, timeout: float = 60, prefix: list[str] | None = None, cwd=None,
+              **env: str) -> WorkerProcess:
         queue = queue or settings.queues[0]
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}@test"
         log = tmp_path / f"worker-{len(started)}.log"
-        proc = WorkerProcess(queue, worker_env(settings, **env), name=name, log_file=log).start()
+        proc = WorkerProcess(queue, worker_env(settings, **env), name=name, log_file=log, prefix=prefix, cwd=cwd).start()
         started.append(proc)
         proc.wait_ready(celery_app, timeout)
         return proc
@@ -72,6 +73,10 @@ def start_worker(settings, celery_app, tmp_path):
     yield start
     for proc in started:
         proc.stop()
+
+
+# Root reads any file whatever its mode; without these capabilities it obeys file permissions.
+WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--"]
 
 
 @pytest.fixture

@@ -40,18 +40,28 @@ def png_declaring(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
+# Hostile files: name → a phrase their error reason must contain.
+BAD_FILES = {
+    "not_an_image.jpg": "not an image",
+    "truncated.jpg": "truncated",
+    "empty.png": "empty",
+    "bomb.png": "decompression bomb",
+    "garbage.webp": "not an image",
+    "notes.txt": "not an image file type",
+}
+
+
 def make_bad_files(folder: Path) -> dict[str, str]:
-    """Hostile files, name → a word the error reason must contain."""
     folder.mkdir(parents=True, exist_ok=True)
     good = jpeg_bytes(120, 80, (10, 200, 30))
-    files = {
-        "not_an_image.jpg": (b"this is plain text, not a JPEG\n" * 10, "not an image"),
-        "truncated.jpg": (good[: len(good) // 2], "truncated"),
-        "empty.png": (b"", "empty"),
-        "bomb.png": (png_declaring(10_000, 10_000), "decompression bomb"),
-        "garbage.webp": (bytes(random.Random(1).randrange(256) for _ in range(4096)), "not an image"),
-        "notes.txt": (b"a sidecar file", "not an image file type"),
+    contents = {
+        "not_an_image.jpg": b"this is plain text, not a JPEG\n" * 10,
+        "truncated.jpg": good[: len(good) // 2],
+        "empty.png": b"",
+        "bomb.png": png_declaring(10_000, 10_000),
+        "garbage.webp": bytes(random.Random(1).randrange(256) for _ in range(4096)),
+        "notes.txt": b"a sidecar file",
     }
-    for name, (data, _) in files.items():
+    for name, data in contents.items():
         (folder / name).write_bytes(data)
-    return {name: word for name, (_, word) in files.items()}
+    return dict(BAD_FILES)
