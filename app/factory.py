@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery
 
+from app.routing import follow_current_queue
 from app.schemas import PRIORITY
 from config.settings import Settings
 
@@ -67,6 +68,7 @@ def create_app(settings: Settings) -> Celery:
         task_default_queue=settings.queues[0],
         task_default_priority=PRIORITY["classify"],
         worker_hijack_root_logger=False,
+        task_routes=(follow_current_queue,),
     )
     celery_app.conf.vlmq_settings = settings
     return celery_app

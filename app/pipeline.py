@@ -16,12 +16,18 @@ def chain_task_ids(batch_id: str) -> list[str]:
 def batch_chain(celery_app: Celery, batch: BatchState, queue: str) -> chain:
     """One chain per batch, every link on the same GPU queue (the prefix cache holds the images).
 
+    Only the first link names its queue; the later ones follow wherever it ran (app.routing).
+
     Task ids are derived from the batch id, so a link published twice (a redelivered step
     re-sending its successor) is recognised by `worker_deduplicate_successful_tasks`.
     """
     links = []
+    # What Flower and the logs show instead of the payload: a line, not kilobytes of JSON.
+    label = f"(batch {batch.batch_id}: {len(batch.items)} images)"
     for i, ((name, stage), task_id) in enumerate(zip(TASKS, chain_task_ids(batch.batch_id))):
-        args = (batch.model_dump(mode="json"),) if i == 0 else ()
-        links.append(celery_app.signature(name, args=args, queue=queue, priority=PRIORITY[stage],
-                                          task_id=task_id))
+        first = i == 0
+        options = {"queue": queue} if first else {}
+        links.append(celery_app.signature(name, args=(batch.model_dump(mode="json"),) if first else (),
+                                          priority=PRIORITY[stage], task_id=task_id, argsrepr=label,
+                                          kwargsrepr="{}", **options))
     return chain(*links)

@@ -16,7 +16,7 @@ from app.schemas import ItemState, JobSpec
 from app.store import JobStore
 from config.errors import PipelineError
 from config.settings import Settings
-from workers.engine import Engine, create_engine
+from workers.engine import Engine, create_engine, engine_model_id
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class WorkerRuntime:
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                log.info("loading engine", extra={"engine": self.settings.engine, "model": self.settings.model})
+                log.info("loading engine", extra={"engine": self.settings.engine, "model": engine_model_id(self.settings)})
                 self._engine = create_engine(self.settings)
             return self._engine
 

@@ -19,11 +19,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from app.routing import level_keys
 from app.schemas import ImageRecord, JobSpec
 from config.settings import Settings
 
 P = "vlmq:"
-PRIORITY_SEP = "\x06\x16"  # kombu's separator between a queue name and its priority level
 CACHE_TTL_S = 90 * 24 * 3600
 
 
@@ -255,7 +255,7 @@ class JobStore:
         """Remove a job's messages from the queues (every priority level); returns how many."""
         removed = 0
         for queue in queues:
-            for key in [queue, *(f"{queue}{PRIORITY_SEP}{p}" for p in range(1, 10))]:
+            for key in level_keys(queue):
                 for raw in self.r.lrange(key, 0, -1):
                     try:
                         task_id = json.loads(raw)["headers"]["id"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 
+from app import logs
+from app.heartbeat import Heartbeat
 from app.celery import app, settings
 from app.runtime import get_runtime
 from app.schemas import BatchState, ImageRecord, Stage
@@ -17,6 +20,47 @@ from workers.engine import engine_model_id
 
 log = logging.getLogger(__name__)
 ATTEMPTS_TTL_S = 7 * 24 * 3600
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _json_logs(logger, **_):
+    if settings.log_json:
+        logs.use_json(logger)
+
+
+_heartbeat: Heartbeat | None = None
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender=None, **_):
+    global _heartbeat
+    queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
+    _heartbeat = Heartbeat(get_runtime(settings).store.r, sender.hostname, queues).start()
+
+
+@signals.worker_shutting_down.connect
+def _stop_heartbeat(**_):
+    if _heartbeat is not None:
+        _heartbeat.stop()
+
+
+@signals.task_prerun.connect
+def _enter_batch(task=None, args=(), **_):
+    logs.set_batch(task.name if task else "", tuple(args or ()))
+    if _heartbeat is not None:
+        payload = args[0] if args and isinstance(args[0], dict) else {}
+        _heartbeat.current = {"task": task.name.rsplit(".", 1)[-1], "job_id": payload.get("job_id"),
+                              "batch_id": payload.get("batch_id"), "images": len(payload.get("items", [])),
+                              "since": time.time()}
+
+
+@signals.task_postrun.connect
+def _leave_batch(task=None, **_):
+    logs.clear_batch()
+    if _heartbeat is not None:
+        _heartbeat.current = {}
+        _heartbeat.batches_done += task is not None and task.name.endswith("summarize")
 
 
 class StageTask(Task):

@@ -18,6 +18,7 @@ from celery.result import AsyncResult, GroupResult
 from redis.exceptions import RedisError
 
 from app.factory import create_app
+from app.routing import Rebalancer
 from app.schemas import ImageRecord
 from app.store import JobProgress, JobStore
 from config.errors import PipelineError
@@ -48,9 +49,14 @@ class Job:
              on_progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
         """Poll until every image has a record; rides out Redis restarts instead of failing."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        rebalancer, next_rebalance = Rebalancer(self.store.r), time.monotonic()
         while True:
             try:
                 progress = self.progress()
+                if time.monotonic() >= next_rebalance:  # move work off queues whose workers are gone
+                    spec = self.store.load_spec(self.id)
+                    rebalancer.run(spec.queues if spec else [])
+                    next_rebalance = time.monotonic() + 5
             except RedisError:
                 progress = None  # Redis restarting: keep polling until it answers again
             if progress is not None:

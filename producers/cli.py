@@ -249,6 +249,48 @@ def run(ctx, roots, recursive, model, engine, output_dir, **job) -> None:
     console.print(progress_line(progress))
 
 
+@main.command()
+@click.option("--gpus", required=True, help="Comma-separated GPU ids, e.g. 0,1,2,3.")
+@click.option("--tp", default=1, show_default=True, help="Tensor-parallel size: GPUs per worker.")
+@click.option("--engine", type=click.Choice(["vllm", "test"]))
+@click.option("--model")
+@click.option("--queue-prefix", default="gpu", show_default=True)
+@click.option("--first-index", default=0, show_default=True, help="Number of the first queue (gpuN) on this host.")
+@click.option("--log-dir", default="logs", show_default=True, type=click.Path(file_okay=False))
+@click.pass_context
+def workers(ctx, gpus, tp, engine, model, queue_prefix, first_index, log_dir) -> None:
+    """Start one worker per tensor-parallel group (queue gpuN each) and keep them running."""
+    from pathlib import Path
+
+    from producers.fleet import plan_workers, supervise
+
+    settings = settings_from(ctx, engine=engine, model=model)
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    ids = [g.strip() for g in gpus.split(",") if g.strip()]
+    supervise(settings, plan_workers(settings, ids, tp, Path(log_dir), queue_prefix, first_index),
+              on_event=lambda m: console.print(m))
+
+
+@main.command()
+@click.pass_context
+def fleet(ctx) -> None:
+    """Live workers: queue, GPUs, the batch and stage each one is on now."""
+    from app.heartbeat import live_workers
+    from app.routing import pending
+    from app.store import redis_client
+
+    r = redis_client(settings_from(ctx))
+    table = Table("worker", "queues", "GPUs", "now", "batches done", "waiting")
+    for w in sorted(live_workers(r), key=lambda w: w["hostname"]):
+        cur = w.get("current") or {}
+        now = (f"{cur['task']} {cur['batch_id']} ({cur['images']} images, {time.time() - cur['since']:.0f} s)"
+               if cur else "idle")
+        waiting = pending(r, w["queues"])
+        table.add_row(w["hostname"], ",".join(w["queues"]), w.get("gpus") or "-", now, str(w["batches_done"]),
+                      str(sum(waiting.values())))
+    Console().print(table)
+
+
 def run_cli() -> None:
     try:
         main(standalone_mode=True)

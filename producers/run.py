@@ -68,7 +68,7 @@ def run_local(settings: Settings, roots: Sequence[str | Path], output_dir: str |
         worker.start().wait_ready(submitter.celery, worker_timeout)
         console.print(f"worker {worker.name} ready (engine: {settings.engine}, model: {settings.model}); "
                       f"log: {out / 'worker.log'}")
-        job_id = submitter.submit(roots, recursive=recursive)
+        job_id = submitter.submit(roots, recursive=recursive, queues=[queue])
         job = Job(job_id, settings, submitter.celery, submitter.store)
         progress = watch(job) if watch else job.wait()
         written = export(job.records(), out, ["all"])

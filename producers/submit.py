@@ -17,7 +17,9 @@ from celery import Celery
 from celery.result import AsyncResult, GroupResult
 
 from app.factory import create_app
+from app.heartbeat import live_queues
 from app.pipeline import batch_chain, chain_task_ids
+from app.routing import least_loaded
 from app.schemas import BatchState, ImageRecord, ImageRef, ItemState, JobSpec
 from app.store import JobStore
 from config.errors import ConfigError
@@ -79,10 +81,13 @@ class Submitter:
                job_id: str | None = None, progress: ProgressFn | None = None) -> str:
         s = self.settings
         job_id = job_id or new_job_id()
-        self.queues = list(queues or s.queues)
+        # explicit queues, else those live workers serve now, else the settings' list
+        self.explicit_queues = list(queues) if queues else None
+        self.queues = self.explicit_queues or live_queues(self.store.r) or list(s.queues)
+        self._queues_checked = time.monotonic()
         prompts = load_prompt_set(s.prompt_dir, s.classification_prompt)
         spec = JobSpec.from_settings(s, job_id, prompts, [str(Path(r).resolve()) for r in roots])
-        spec.queues = self.queues
+        spec.queues = list(self.queues)
         self.spec = spec
         self.store.create_job(spec)
         stats = SubmitStats()
@@ -164,12 +169,24 @@ class Submitter:
             item.ref.blob = keys[item.ref.sha256]
         batch_id = f"{job_id}-b{stats.batches:06d}"
         batch = BatchState(job_id=job_id, batch_id=batch_id, items=items)
-        queue = self.queues[self._next_queue % len(self.queues)]
-        self._next_queue += 1
+        queue = self._pick_queue()
         self.store.add_chain(job_id, batch_id, chain_task_ids(batch_id))
         batch_chain(self.celery, batch, queue).apply_async()
         stats.batches += 1
         stats.shipped += sum(len(i.ref.names) for i in items)
+
+    def _pick_queue(self) -> str:
+        """The least-loaded queue; the live set is refreshed every few seconds unless queues were given."""
+        if self.explicit_queues is None and time.monotonic() - self._queues_checked > 5:
+            self.queues = live_queues(self.store.r) or self.queues
+            self._queues_checked = time.monotonic()
+        rotated = self.queues[self._next_queue % len(self.queues):] + self.queues[: self._next_queue % len(self.queues)]
+        self._next_queue += 1
+        queue = least_loaded(self.store.r, rotated)
+        if queue not in self.spec.queues:  # remembered, so Job.wait can rebalance it later
+            self.spec.queues.append(queue)
+            self.store.set_fields(self.spec.job_id, spec=self.spec.model_dump_json())
+        return queue
 
     def _write_shared(self, job_id: str, blobs: dict[str, bytes]) -> dict[str, str]:
         folder = Path(self.settings.shared_dir) / job_id

@@ -1,0 +1,47 @@
+"""Safe defaults for `celery -A app flower`: loopback unless told otherwise, never open without auth.
+
+Flower binds every interface by default and serves its API and task arguments to anyone who can
+reach it. Imported only when the process is Flower, it checks Flower's options once they are
+parsed (command line, FLOWER_* variables, flowerconfig.py) and before it starts listening.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+
+LOOPBACK_HINT = "127.0.0.1"
+
+
+def is_loopback(address: str) -> bool:
+    if address in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def check(options) -> None:
+    if not options.address:
+        options.address = LOOPBACK_HINT  # Flower's own default ('') is every interface
+    if is_loopback(options.address) or options.basic_auth or options.auth:
+        return
+    sys.stderr.write(
+        f"refusing to start Flower on {options.address!r} without authentication: anyone who can "
+        "reach it could read task arguments and control workers. Bind it to 127.0.0.1 (behind a "
+        "proxy) or set --basic-auth=user:password (FLOWER_BASIC_AUTH) or --auth with OAuth.\n"
+    )
+    raise SystemExit(2)
+
+
+def install() -> None:
+    import flower.command as command
+
+    original = command.extract_settings
+
+    def checked_extract_settings():
+        check(command.options)
+        original()
+
+    command.extract_settings = checked_extract_settings

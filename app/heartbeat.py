@@ -1,0 +1,72 @@
+"""Worker heartbeats in Redis: liveness and what each worker is doing right now.
+
+A solo-pool worker cannot answer Celery's broadcast pings while a batch runs (its event loop is
+busy), so liveness comes from a thread writing a key with a short TTL every few seconds. The
+value says which queue the worker serves and which batch and stage it is on: the producer uses
+it to discover live queues and `producer fleet` shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+import redis
+
+INTERVAL_S = 3.0
+TTL_S = 12
+PREFIX = "vlmq:alive:"
+
+
+class Heartbeat:
+    def __init__(self, client: redis.Redis, hostname: str, queues: list[str]) -> None:
+        self.r = client
+        self.hostname = hostname
+        self.queues = queues
+        self.current: dict[str, Any] = {}
+        self.batches_done = 0
+        self.started = time.time()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="vlmq-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        try:
+            self.r.delete(self.key)
+        except redis.RedisError:
+            pass
+
+    @property
+    def key(self) -> str:
+        return f"{PREFIX}{self.hostname}"
+
+    def beat(self) -> None:
+        value = {"hostname": self.hostname, "queues": self.queues, "pid": os.getpid(), "host": socket.gethostname(),
+                 "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "current": self.current,
+                 "batches_done": self.batches_done, "started": self.started, "at": time.time()}
+        self.r.set(self.key, json.dumps(value), ex=TTL_S)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.beat()
+            except redis.RedisError:
+                pass  # Redis restarting: the next beat will do
+            self._stop.wait(INTERVAL_S)
+
+
+def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
+    keys = list(client.scan_iter(f"{PREFIX}*", count=1000))
+    return [json.loads(v) for v in client.mget(keys) if v] if keys else []
+
+
+def live_queues(client: redis.Redis) -> list[str]:
+    return sorted({q for w in live_workers(client) for q in w["queues"]})

@@ -1,0 +1,40 @@
+"""Structured JSON logs for workers, with the job and batch id on every line of a batch's work."""
+
+from __future__ import annotations
+
+import logging
+from contextvars import ContextVar
+from typing import Any
+
+from pythonjsonlogger.json import JsonFormatter
+
+_batch: ContextVar[dict[str, str]] = ContextVar("vlmq_batch", default={})
+FIELDS = ("job_id", "batch_id", "stage")
+
+
+class BatchContext(logging.Filter):
+    """Adds the current batch's ids to every record logged while a task runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, value in _batch.get().items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        return True
+
+
+def set_batch(task_name: str, args: tuple[Any, ...]) -> None:
+    payload = args[0] if args and isinstance(args[0], dict) else {}
+    _batch.set({"job_id": str(payload.get("job_id", "")), "batch_id": str(payload.get("batch_id", "")),
+                "stage": task_name.rsplit(".", 1)[-1]})
+
+
+def clear_batch() -> None:
+    _batch.set({})
+
+
+def use_json(logger: logging.Logger) -> None:
+    formatter = JsonFormatter("%(asctime)s %(levelname)s %(name)s %(processName)s %(message)s",
+                              rename_fields={"levelname": "level", "asctime": "time"})
+    for handler in logger.handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(BatchContext())
