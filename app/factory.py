@@ -17,6 +17,10 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": settings.visibility_timeout_s,
         "priority_steps": list(range(10)),
         "queue_order_strategy": "priority",
+        # Sweep for unacked messages past the visibility timeout (a lost worker's batch) every few
+        # seconds rather than kombu's default of ~100 s; one range query on a sorted set each time.
+        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 6)),
+        "unacked_restore_throttle": 1,
     }
 
 
