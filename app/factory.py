@@ -21,6 +21,9 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # seconds rather than kombu's default of ~100 s; one range query on a sorted set each time.
         "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 6)),
         "unacked_restore_throttle": 1,
+        # A worker killed while it holds the restore lock would block every restore for the lock's
+        # life (kombu's default: 300 s); keep it short, a sweep takes milliseconds.
+        "unacked_mutex_expire": 15,
     }
 
 

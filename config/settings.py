@@ -121,6 +121,7 @@ class Settings(BaseSettings):
     engine_kwargs: dict[str, Any] = {}  # passed through to vllm.LLM for options not listed here
     test_engine_delay_s: float = 0.0  # deterministic test engine: sleep per batch (simulates a GPU)
     test_engine_fail_on: list[str] = []  # deterministic test engine: sha256 prefixes that fail
+    test_engine_exit_on: list[str] = []  # deterministic test engine: sha256 prefixes that kill the process
 
     # --- prompts and conditions ------------------------------------------------------------
     prompt_dir: Path = PACKAGE_PROMPT_DIR

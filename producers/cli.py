@@ -292,11 +292,19 @@ def fleet(ctx) -> None:
 
 
 def run_cli() -> None:
+    from kombu.exceptions import OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     try:
         main(standalone_mode=True)
     except PipelineError as exc:
         console.print(f"[red]error:[/red] {exc}")
         sys.exit(2)
+    except (OperationalError, RedisConnectionError) as exc:
+        console.print(f"[red]error:[/red] Redis did not answer ({exc}). Nothing more was submitted; "
+                      "batches already sent are safe in Redis. Check VLMQ_BROKER_URL and retry: "
+                      "images already done are served from the cache.")
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ class SubmitStats:
 
 
 ProgressFn = Callable[[SubmitStats], None]
+# Ride out a Redis restart (about a minute) before a publish is given up as failed.
+PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
 
 
 def new_job_id() -> str:
@@ -170,8 +172,9 @@ class Submitter:
         batch_id = f"{job_id}-b{stats.batches:06d}"
         batch = BatchState(job_id=job_id, batch_id=batch_id, items=items)
         queue = self._pick_queue()
+        # published first: a batch counted as sent is one Redis has (a failed publish raises here)
+        batch_chain(self.celery, batch, queue).apply_async(retry=True, retry_policy=PUBLISH_RETRY)
         self.store.add_chain(job_id, batch_id, chain_task_ids(batch_id))
-        batch_chain(self.celery, batch, queue).apply_async()
         stats.batches += 1
         stats.shipped += sum(len(i.ref.names) for i in items)
 

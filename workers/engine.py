@@ -54,9 +54,8 @@ def create_engine(settings: Settings) -> Engine:
     if settings.engine == "test":
         from workers.test_engine import DeterministicTestEngine
 
-        return DeterministicTestEngine(
-            delay_s=settings.test_engine_delay_s, fail_on=settings.test_engine_fail_on
-        )
+        return DeterministicTestEngine(settings.test_engine_delay_s, settings.test_engine_fail_on,
+                                       settings.test_engine_exit_on)
     from workers.vllm_engine import VLLMEngine
 
     return VLLMEngine(settings)

@@ -7,6 +7,7 @@ outputs mean nothing about the images; records it produces name it as their mode
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Sequence
 
@@ -17,15 +18,18 @@ from workers.engine import TEST_ENGINE_ID, EngineRequest
 class DeterministicTestEngine:
     model_id = TEST_ENGINE_ID
 
-    def __init__(self, delay_s: float = 0.0, fail_on: Sequence[str] = ()) -> None:
+    def __init__(self, delay_s: float = 0.0, fail_on: Sequence[str] = (), exit_on: Sequence[str] = ()) -> None:
         self.delay_s = delay_s
         self.fail_on = tuple(fail_on)
+        self.exit_on = tuple(exit_on)  # fault tests: a "poison" image that kills its worker outright
         self.calls = 0
         self.requests = 0
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[str]:
         self.calls += 1
         self.requests += len(requests)
+        if any(r.image_key.startswith(self.exit_on) for r in requests):
+            os._exit(3)
         if self.delay_s:
             time.sleep(self.delay_s)  # stands in for a GPU's time per batch in scaling benchmarks
         failing = [r.image_key[:12] for r in requests if r.image_key.startswith(self.fail_on)]

@@ -1,0 +1,203 @@
+"""Fault suite: real worker processes (solo pool, own session) and a real redis-server with AOF,
+started by the test on its own port. Each scenario ends with every image accounted for exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+
+import pytest
+
+from app.factory import create_app
+from app.store import JobStore
+from config.settings import Settings
+from producers.api import Job, submit
+from producers.local import RedisServer, WorkerProcess
+from tests.images import make_bad_files, make_good_images, png_declaring
+
+pytestmark = pytest.mark.faults
+VISIBILITY_S = 5  # short, so a killed worker's batch comes back within seconds
+
+
+class Fleet:
+    """Worker processes on one queue, restarted when they die (what `producer workers` does)."""
+
+    def __init__(self, settings: Settings, tmp_path, n: int, **env: str) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        base = {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test",
+                "VLMQ_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S), **env}
+        self.workers = [WorkerProcess(settings.queues[0], base, name=f"f{i}-{uuid.uuid4().hex[:4]}@faults",
+                                      log_file=tmp_path / f"worker-{i}.log") for i in range(n)]
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, daemon=True)
+
+    def start(self) -> Fleet:
+        for w in self.workers:
+            w.start()
+        for w in self.workers:
+            w.wait_ready(self.app, 60)
+        self._thread.start()
+        return self
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            for w in self.workers:
+                if not w.alive():
+                    w.kill()
+                    w.start()
+                    self.restarts += 1
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for w in self.workers:
+            w.stop(timeout=15)
+
+
+@pytest.fixture
+def aof_redis(tmp_path):
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fault_settings(aof_redis) -> Settings:
+    return Settings(broker_url=aof_redis.url, engine="test", queues=[f"faults-{uuid.uuid4().hex[:6]}"],
+                    batch_size=10, max_inflight_batches=20, visibility_timeout_s=VISIBILITY_S)
+
+
+@pytest.fixture
+def fleet(fault_settings, tmp_path):
+    fleets = []
+
+    def start(n: int = 2, **env: str) -> Fleet:
+        fleets.append(Fleet(fault_settings, tmp_path, n, **env).start())
+        return fleets[-1]
+
+    yield start
+    for f in fleets:
+        f.stop()
+
+
+def account(job: Job, expected: list[str], label: str) -> Counter:
+    """Every submitted image has exactly one record; prints the counts."""
+    raw = job.store.r.hgetall(job.store.key(job.id, "records"))
+    names = sorted(k.decode() for k in raw)
+    records = job.records()
+    outcomes = Counter(r.outcome for r in records)
+    print(f"\n[{label}] submitted {len(expected)}, records {len(names)}, unique {len(set(names))}, "
+          f"missing {len(set(expected) - set(names))}, extra {len(set(names) - set(expected))}, "
+          f"outcomes {dict(outcomes)}")
+    assert names == sorted(expected), "every image exactly once"
+    return outcomes
+
+
+def test_ten_random_worker_kills_during_a_500_image_job_lose_nothing_and_duplicate_nothing(
+        fault_settings, fleet, tmp_path):
+    names = make_good_images(tmp_path / "images", 500, size=(48, 32))
+    workers = fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.08", VLMQ_MAX_ATTEMPTS="8")
+    rng = random.Random(7)
+    job = submit(tmp_path / "images", fault_settings)
+    kills = 0
+    while kills < 10 and not job.progress().finished:
+        time.sleep(rng.uniform(0.4, 1.2))
+        victim = rng.choice(workers.workers)
+        if victim.alive():
+            victim.kill()
+            kills += 1
+    job.wait(timeout=240)
+    outcomes = account(job, names, f"{kills} worker SIGKILLs, {workers.restarts} restarts")
+    assert kills == 10 and outcomes == {"done": 500}
+
+
+def test_redis_killed_and_restarted_mid_job_loses_nothing(fault_settings, fleet, aof_redis, tmp_path):
+    names = make_good_images(tmp_path / "images", 200, size=(48, 32))
+    fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.1")
+    job = submit(tmp_path / "images", fault_settings)
+    while job.progress().accounted < 40:
+        time.sleep(0.1)
+    aof_redis.stop(signal.SIGKILL)  # kill -9: only the append-only file survives
+    time.sleep(2)
+    aof_redis.start()  # same port, same data directory
+    job.wait(timeout=240)
+    assert account(job, names, "after Redis kill -9 and restart") == {"done": 200}
+
+
+def test_a_hung_redis_mid_job_loses_nothing(fault_settings, fleet, aof_redis, tmp_path):
+    names = make_good_images(tmp_path / "images", 200, size=(48, 32))
+    fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.1")
+    job = submit(tmp_path / "images", fault_settings)
+    while job.progress().accounted < 40:
+        time.sleep(0.1)
+    os.kill(aof_redis.proc.pid, signal.SIGSTOP)
+    time.sleep(4)
+    os.kill(aof_redis.proc.pid, signal.SIGCONT)
+    job.wait(timeout=240)
+    assert account(job, names, "after Redis SIGSTOP 4 s / SIGCONT") == {"done": 200}
+
+
+def test_an_engine_failing_on_chosen_images_fails_only_those(fault_settings, fleet, tmp_path, aof_redis):
+    names = make_good_images(tmp_path / "images", 120, size=(48, 32))
+    doomed = {n: hashlib.sha256((tmp_path / "images" / n).read_bytes()).hexdigest() for n in names[5:120:40]}
+    fleet(1, VLMQ_TEST_ENGINE_FAIL_ON=json.dumps([sha[:16] for sha in doomed.values()]))
+    job = submit(tmp_path / "images", fault_settings)
+    job.wait(timeout=120)
+    outcomes = account(job, names, "engine failing on 3 chosen images")
+    assert outcomes == {"done": 117, "failed": 3}
+    failed = {r.image: r for r in job.records() if r.error}
+    assert set(failed) == set(doomed)
+    assert all("test engine told to fail" in r.error and r.error_stage == "classify" for r in failed.values())
+
+
+def test_a_poison_batch_that_kills_its_worker_every_time_is_dead_lettered(fault_settings, fleet, tmp_path):
+    names = make_good_images(tmp_path / "images", 60, size=(48, 32))
+    poison = hashlib.sha256((tmp_path / "images" / names[25]).read_bytes()).hexdigest()
+    workers = fleet(1, VLMQ_TEST_ENGINE_EXIT_ON=f'["{poison[:16]}"]', VLMQ_MAX_ATTEMPTS="3")
+    job = submit(tmp_path / "images", fault_settings)
+    job.wait(timeout=180)
+    outcomes = account(job, names, f"poison batch, {workers.restarts} worker restarts")
+    store = JobStore.from_settings(fault_settings)
+    dead = [d for d in store.dead_letters() if d.startswith(job.id)]
+    assert len(dead) == 1 and "delivered 4 times" in dead[0]
+    assert workers.restarts >= 3
+    assert outcomes == {"done": 50, "failed": 10}  # the poisoned batch (10 images) only
+    assert all("dead-lettered" in r.error for r in job.records() if r.error)
+
+
+def test_a_corpus_of_hundreds_of_bad_files_among_good_ones_ends_with_one_record_each(
+        fault_settings, fleet, tmp_path):
+    root = tmp_path / "corpus"
+    good = make_good_images(root / "good", 100, size=(64, 48))
+    bad: list[str] = []
+    rng = random.Random(3)
+    seed = (root / "good" / good[0]).read_bytes()
+    for i in range(60):
+        for name in make_bad_files(root / f"bad{i:02d}"):
+            bad.append(f"bad{i:02d}/{name}")
+        (root / f"bad{i:02d}" / "cut.jpg").write_bytes(seed[: rng.randrange(10, len(seed) - 10)])
+        (root / f"bad{i:02d}" / "flipped.png").write_bytes(bytes(b ^ rng.randrange(256) for b in seed[:512]))
+        (root / f"bad{i:02d}" / "bomb_odd.png").write_bytes(png_declaring(20_000 + i, 9_000))
+        bad += [f"bad{i:02d}/cut.jpg", f"bad{i:02d}/flipped.png", f"bad{i:02d}/bomb_odd.png"]
+    fleet(1)
+    started = time.monotonic()
+    job = submit(root, fault_settings.with_overrides(max_file_bytes=1 << 20))
+    job.wait(timeout=120)
+    elapsed = time.monotonic() - started
+    expected = [f"good/{n}" for n in good] + bad
+    outcomes = account(job, expected, f"{len(bad)} bad files among {len(good)} good, {elapsed:.1f} s")
+    records = {r.image: r for r in job.records()}
+    assert all(records[f"good/{n}"].error is None for n in good)
+    assert all(records[b].error for b in bad)
+    assert outcomes == {"done": len(good), "failed": len(bad)} and elapsed < 120
