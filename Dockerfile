@@ -7,4 +7,5 @@ COPY workers workers
 COPY producers producers
 COPY config config
 RUN pip install --no-cache-dir -e .
+ENV REMAP_SIGTERM=SIGQUIT
 ENTRYPOINT []

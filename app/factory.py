@@ -66,6 +66,9 @@ def create_app(settings: Settings) -> Celery:
         result_extended=True,
         worker_deduplicate_successful_tasks=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Idle workers still get a short soft shutdown; busy ones go cold on SIGTERM (app.celery).
+        worker_soft_shutdown_timeout=settings.soft_shutdown_s,
+        worker_enable_soft_shutdown_on_idle=True,
         # vLLM starts its engine in a child process; prefork children are daemonic and cannot.
         worker_pool="solo",
         worker_concurrency=1,

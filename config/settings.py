@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     # A folder every worker can read (shared filesystem): prepared images go there, not into Redis.
     shared_dir: Path | None = None
     max_attempts: int = Field(3, ge=1)  # deliveries of one task before it is dead-lettered
+    soft_shutdown_s: float = Field(10.0, ge=0)  # on SIGTERM, how long the running batch may finish
     use_cache: bool = True
 
     # --- images ----------------------------------------------------------------------------

@@ -201,3 +201,32 @@ def test_a_corpus_of_hundreds_of_bad_files_among_good_ones_ends_with_one_record_
     assert all(records[f"good/{n}"].error is None for n in good)
     assert all(records[b].error for b in bad)
     assert outcomes == {"done": len(good), "failed": len(bad)} and elapsed < 120
+
+
+def test_sigterm_hands_the_running_batch_back_at_once_not_after_the_visibility_timeout(tmp_path, aof_redis):
+    settings = Settings(broker_url=aof_redis.url, engine="test", queues=["soft"], batch_size=10,
+                        visibility_timeout_s=600)  # far longer than the test: only a hand-back can save it
+    names = make_good_images(tmp_path / "images", 30, size=(48, 32))
+    env = {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "VLMQ_VISIBILITY_TIMEOUT_S": "600",
+           "VLMQ_SOFT_SHUTDOWN_S": "1"}
+    app = create_app(settings)
+    slow = WorkerProcess("soft", {**env, "VLMQ_TEST_ENGINE_DELAY_S": "30"}, name="slow@faults",
+                         log_file=tmp_path / "slow.log").start()
+    slow.wait_ready(app)
+    job = submit(tmp_path / "images", settings)
+    store = JobStore.from_settings(settings)
+    while not b"stage start" in (tmp_path / "slow.log").read_bytes():
+        time.sleep(0.1)
+    stopped = time.monotonic()
+    slow.stop(timeout=30)  # SIGTERM in the middle of a 30 s engine call
+    took = time.monotonic() - stopped
+    fast = WorkerProcess("soft", env, name="fast@faults", log_file=tmp_path / "fast.log").start()
+    try:
+        fast.wait_ready(app)
+        job.wait(timeout=60)
+    finally:
+        fast.stop()
+    print(f"\n[SIGTERM mid-batch] worker exited in {took:.1f} s; store has {len(job.records())} records")
+    assert took < 15
+    assert account(job, names, "SIGTERM mid-batch, then another worker") == {"done": 30}
+    assert store.dead_letters() == []
