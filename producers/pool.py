@@ -19,6 +19,12 @@ from producers.prepare import Failed, Prepared, PrepareLimits, prepare_file
 from producers.scan import ScanEntry
 
 
+def _failed(entry: ScanEntry, exc: BaseException) -> Failed:
+    # Order matters where this is caught: futures' TimeoutError is an OSError and BrokenProcessPool
+    # a RuntimeError, so their own handlers must come first.
+    return Failed(entry.name, f"decoding failed: {type(exc).__name__}: {exc or 'out of memory'}")
+
+
 def _limit_memory(memory_mb: int) -> None:
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -26,8 +32,9 @@ def _limit_memory(memory_mb: int) -> None:
 
 class PreparePool:
     def __init__(self, limits: PrepareLimits, workers: int | None = None, timeout_s: float = 30.0,
-                 memory_mb: int = 2048) -> None:
+                 memory_mb: int = 2048, prepare=prepare_file) -> None:
         self.limits = limits
+        self.prepare = prepare  # a module-level function (it is sent to the worker processes)
         self.workers = workers or os.cpu_count() or 1
         self.timeout_s = timeout_s
         self.memory_mb = memory_mb
@@ -55,7 +62,7 @@ class PreparePool:
             self._executor = None
 
     def _submit(self, entry: ScanEntry) -> Future:
-        return self._pool().submit(prepare_file, str(entry.path), entry.name, self.limits)
+        return self._pool().submit(self.prepare, str(entry.path), entry.name, self.limits)
 
     def _alone(self, entry: ScanEntry) -> Prepared | Failed:
         """Run one suspect entry by itself, so a crash can be pinned on it."""
@@ -67,6 +74,8 @@ class PreparePool:
         except BrokenProcessPool:
             self._reset()
             return Failed(entry.name, "decoder crashed or ran out of memory on this file")
+        except (MemoryError, OSError, ValueError, RuntimeError) as exc:
+            return _failed(entry, exc)
 
     def map(self, entries: Iterable[ScanEntry]) -> Iterator[Prepared | Failed]:
         window: deque[tuple[ScanEntry, Future | None]] = deque()
@@ -100,3 +109,5 @@ class PreparePool:
                 window.clear()
                 for suspect, decodable in suspects:
                     yield self._alone(suspect) if decodable else Failed(suspect.name, suspect.problem or "refused")
+            except (MemoryError, OSError, ValueError, RuntimeError) as exc:  # raised inside the worker
+                yield _failed(entry, exc)

@@ -109,7 +109,7 @@ def prepare_file(path: str | Path, name: str, limits: PrepareLimits) -> Prepared
             return Failed(name, f"file is {size / 2**20:.1f} MiB, over the limit of "
                                 f"{limits.max_file_bytes / 2**20:.0f} MiB")
         with open(path, "rb") as fh:
-            raw = fh.read(limits.max_file_bytes + 1)
+            raw = fh.read(size + 1)  # sized to the file, not the limit: read(n) allocates n up front
     except PermissionError:
         return Failed(name, "unreadable: permission denied")
     except OSError as exc:

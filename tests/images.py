@@ -65,3 +65,14 @@ def make_bad_files(folder: Path) -> dict[str, str]:
     for name, data in contents.items():
         (folder / name).write_bytes(data)
     return dict(BAD_FILES)
+
+
+def prepare_or_hang(path, name, limits):
+    """A decode function that never returns for files named hang*: a stuck decoder."""
+    import time
+
+    from producers.prepare import prepare_file
+
+    if name.startswith("hang"):
+        time.sleep(3600)
+    return prepare_file(path, name, limits)

@@ -143,3 +143,31 @@ def test_a_fifo_is_refused_instead_of_blocking_the_scan(tmp_path):
     (tmp_path / "ok.jpg").write_bytes(b"x")
     entries = {e.name: e.problem for e in scan([tmp_path], False, [".jpg"])}
     assert "not a regular file" in entries["pipe.jpg"] and entries["ok.jpg"] is None
+
+
+def test_a_file_that_hangs_the_decoder_times_out_and_the_rest_goes_on(tmp_path):
+    from tests.images import prepare_or_hang
+
+    for name in ("hang.jpg", "ok.jpg", "ok2.jpg"):
+        (tmp_path / name).write_bytes(jpeg_bytes(40, 30, (1, 2, 3)))
+    pool = PreparePool(LIMITS, workers=1, timeout_s=1.5, prepare=prepare_or_hang)
+    try:
+        results = {r.name: r for r in pool.map(scan([tmp_path], False, [".jpg"]))}
+    finally:
+        pool.close()
+    assert "longer than 1.5 s" in results["hang.jpg"].reason
+    assert isinstance(results["ok.jpg"], Prepared) and isinstance(results["ok2.jpg"], Prepared)
+
+
+def test_decoding_that_needs_more_memory_than_allowed_is_an_error_not_a_crash(tmp_path):
+    big = Image.new("RGB", (6000, 6000), (1, 2, 3))  # 36 MP: about 108 MB decoded
+    path = save(tmp_path, "big.png", big)
+    (tmp_path / "ok.jpg").write_bytes(jpeg_bytes(40, 30, (1, 2, 3)))
+    limits = PrepareLimits(max_file_bytes=2**30, max_pixels=10**9, max_edge=256, jpeg_quality=90)
+    pool = PreparePool(limits, workers=1, memory_mb=200)  # less than the decoder wants
+    try:
+        results = {r.name: r for r in pool.map(scan([tmp_path], False, [".png", ".jpg"]))}
+    finally:
+        pool.close()
+    assert isinstance(results["big.png"], Failed), results["big.png"]
+    assert isinstance(results["ok.jpg"], Prepared)
