@@ -16,6 +16,7 @@ from app.runtime import get_runtime
 from app.schemas import BatchState, ImageRecord, Stage
 from app.stages import StageContext, run_stage
 from app.store import JobStore
+from workers.orphans import stop_orphaned_engines
 from workers.engine import engine_model_id
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ _heartbeat: Heartbeat | None = None
 @signals.worker_ready.connect
 def _start_heartbeat(sender=None, **_):
     global _heartbeat
+    stopped = stop_orphaned_engines()
+    if stopped:
+        log.warning("stopped vLLM engine processes left by a dead worker", extra={"pids": stopped})
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     _heartbeat = Heartbeat(get_runtime(settings).store.r, sender.hostname, queues).start()
 

@@ -107,7 +107,8 @@ def account(job: Job, expected: list[str], label: str) -> Counter:
 def test_ten_random_worker_kills_during_a_500_image_job_lose_nothing_and_duplicate_nothing(
         fault_settings, fleet, tmp_path):
     names = make_good_images(tmp_path / "images", 500, size=(48, 32))
-    workers = fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.08", VLMQ_MAX_ATTEMPTS="8")
+    # 50 batches × 3 stages × 0.2 s over 2 workers: about 15 s of work, plenty for 10 kills ~0.8 s apart
+    workers = fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.2", VLMQ_MAX_ATTEMPTS="8")
     rng = random.Random(7)
     job = submit(tmp_path / "images", fault_settings)
     kills = 0
@@ -118,8 +119,11 @@ def test_ten_random_worker_kills_during_a_500_image_job_lose_nothing_and_duplica
             victim.kill()
             kills += 1
     job.wait(timeout=240)
+    assert kills == 10, "the job ended before ten kills: make it longer"
     outcomes = account(job, names, f"{kills} worker SIGKILLs, {workers.restarts} restarts")
-    assert kills == 10 and outcomes == {"done": 500}
+    # a batch redone after a kill finds what its first attempt computed in the stage cache: its
+    # images read "cached" (nothing was computed twice); none may be missing or failed
+    assert set(outcomes) <= {"done", "cached"} and outcomes["done"] + outcomes["cached"] == 500
 
 
 def test_redis_killed_and_restarted_mid_job_loses_nothing(fault_settings, fleet, aof_redis, tmp_path):

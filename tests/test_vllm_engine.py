@@ -50,3 +50,26 @@ def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
     image_blocks_reused = {s: per_image[s] - per_image["classify"] for s in ("score", "summary")}
     print("cached prompt tokens per image:", per_image)
     assert min(image_blocks_reused.values()) >= 64, image_blocks_reused
+
+
+def test_a_sigkilled_vllm_worker_leaves_no_engine_processes_once_a_worker_starts_again(
+        settings, start_worker, image_dir, tiny_model, celery_app):
+    import signal
+    import time
+
+    from workers.orphans import orphaned_engines
+
+    make_good_images(image_dir, 4, size=(320, 240))
+    env = dict(VLMQ_ENGINE="vllm", VLMQ_MODEL=str(tiny_model), VLLM_CPU_KVCACHE_SPACE="1")
+    worker = start_worker(timeout=120, **env)
+    submit(image_dir, settings.with_overrides(engine="vllm", model=str(tiny_model))).wait(timeout=400)
+    os.kill(worker.proc.pid, signal.SIGKILL)  # the worker only, as the OOM killer would: not its session
+    worker.proc.wait()
+    time.sleep(2)
+    left = orphaned_engines()
+    print(f"engine processes orphaned by the kill: {left}")
+    start_worker(timeout=120, **env)  # a new worker stops what the dead one left
+    deadline = time.monotonic() + 10
+    while orphaned_engines() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert orphaned_engines() == []

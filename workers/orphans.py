@@ -1,0 +1,47 @@
+"""Find and stop vLLM engine processes whose worker died (SIGKILL, OOM killer) and left them behind.
+
+vLLM runs its engine in child processes titled `VLLM::EngineCore`, `VLLM::Worker…`. When their
+worker is killed outright they are reparented (to init or a subreaper) and may keep GPU memory.
+A starting worker stops those whose parent is no longer a live worker: another deployment's
+engines (e.g. `vllm serve`) still have their living parent and are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+TITLE_PREFIX = b"VLLM::"
+
+
+def _parent_and_title(pid: int) -> tuple[int, bytes] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    ppid = int(stat.rsplit(")", 1)[1].split()[1])
+    return ppid, cmdline
+
+
+def orphaned_engines() -> list[int]:
+    """PIDs of vLLM engine processes adopted by init (their own worker is gone)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        info = _parent_and_title(int(entry))
+        if info and info[1].startswith(TITLE_PREFIX) and info[0] == 1:
+            found.append(int(entry))
+    return found
+
+
+def stop_orphaned_engines() -> list[int]:
+    pids = orphaned_engines()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids
