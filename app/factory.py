@@ -66,9 +66,10 @@ def create_app(settings: Settings) -> Celery:
         result_extended=True,
         worker_deduplicate_successful_tasks=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        # Idle workers still get a short soft shutdown; busy ones go cold on SIGTERM (app.celery).
+        # With REMAP_SIGTERM=SIGQUIT (producers.local.WORKER_ENV) SIGTERM is a cold shutdown: a
+        # running batch gets soft_shutdown_s, then goes back to Redis. An idle worker exits at once.
         worker_soft_shutdown_timeout=settings.soft_shutdown_s,
-        worker_enable_soft_shutdown_on_idle=True,
+        worker_enable_soft_shutdown_on_idle=False,
         # vLLM starts its engine in a child process; prefork children are daemonic and cannot.
         worker_pool="solo",
         worker_concurrency=1,

@@ -18,6 +18,7 @@ from celery.result import AsyncResult, GroupResult
 from redis.exceptions import RedisError
 
 from app.factory import create_app
+from app.heartbeat import live_workers
 from app.routing import Rebalancer
 from app.schemas import ImageRecord
 from app.store import JobProgress, JobStore
@@ -70,6 +71,19 @@ class Job:
 
     def records(self) -> list[ImageRecord]:
         return self.store.records(self.id)
+
+    def stage_counts(self) -> dict[str, dict[str, int]]:
+        """Per stage: images done, skipped by a condition, failed there; and batches running now."""
+        counts = {stage: {"done": 0, "skipped": 0, "failed": 0} for stage in ("classify", "score", "summary")}
+        for r in self.records():
+            done = {"classify": r.classification is not None, "score": bool(r.scores), "summary": bool(r.summaries)}
+            for stage, row in counts.items():
+                row["done"] += done[stage]
+                row["skipped"] += stage in r.skipped
+                row["failed"] += r.error_stage == stage
+        running = [w for w in live_workers(self.store.r) if (w.get("current") or {}).get("job_id") == self.id]
+        counts["running"] = {w["hostname"]: w["current"]["task"] for w in running}
+        return counts
 
     def cancel(self) -> int:
         """Mark cancelled, revoke unfinished chains, remove their queued messages; returns how many."""

@@ -131,10 +131,16 @@ def status(ctx, job_id, follow, as_json) -> None:
     if job.store.load_spec(job_id) is None:
         raise click.ClickException(f"no job {job_id}")
     progress = watch(job) if follow else job.progress()
+    stages = job.stage_counts()
     if as_json:
-        click.echo(progress.model_dump_json(indent=2))
-    else:
-        Console().print(progress_table(progress))
+        click.echo(json.dumps({**progress.model_dump(mode="json"), "stages": stages}, indent=2))
+        return
+    table = progress_table(progress)
+    for stage in ("classify", "score", "summary"):
+        row = stages[stage]
+        table.add_row(f"stage {stage}", f"{row['done']} done, {row['skipped']} skipped, {row['failed']} failed")
+    table.add_row("running now", ", ".join(f"{w}: {t}" for w, t in stages["running"].items()) or "-")
+    Console().print(table)
 
 
 def record_row(r: ImageRecord) -> list[str]:

@@ -37,7 +37,8 @@ def make_batch(n: int) -> tuple[BatchState, dict[str, bytes]]:
 
 
 def run_all(batch, images, engine, cache=None, **spec_kw) -> BatchState:
-    spec = JobSpec.from_settings(Settings(engine="test", **spec_kw), "j", load_prompt_set(PACKAGE_PROMPT_DIR), [])
+    settings = Settings(engine="test", **spec_kw)
+    spec = JobSpec.from_settings(settings, "j", load_prompt_set(settings.prompt_dir), [])
     ctx = StageContext(engine=lambda: engine, spec=spec,
                        images=lambda items: {i.ref.sha256: images[i.ref.sha256] for i in items}, cache=cache)
     for stage in ("classify", "score", "summary"):
@@ -108,3 +109,16 @@ def test_a_missing_blob_fails_only_that_image():
     out = run_stage("classify", batch, ctx)
     assert "no longer in the blob store" in out.items[0].error
     assert all(i.classification for i in out.items[1:])
+
+
+def test_two_summary_prompts_give_two_summaries_per_image(tmp_path):
+    for f in PACKAGE_PROMPT_DIR.iterdir():
+        (tmp_path / f.name).write_text(f.read_text())
+    for f in tmp_path.glob("summary_category_*.txt"):
+        f.unlink()  # every category uses the defaults
+    (tmp_path / "summary_default.short.txt").write_text("Name the subject in three words.")
+    batch, images = make_batch(6)
+    out = run_all(batch, images, CountingEngine(), prompt_dir=tmp_path)
+    for item in out.items:
+        assert [s.prompt.split("@")[0] for s in item.summaries] == ["summary_default", "summary_default.short"]
+        assert item.summaries[0].summary != item.summaries[1].summary
