@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from app.schemas import ImageRecord
@@ -99,6 +100,7 @@ def progress_line(p: JobProgress) -> str:
 
 def progress_table(p: JobProgress) -> Table:
     table = Table(title=f"job {p.job_id}", show_header=False)
+    table.add_row("progress", ProgressBar(total=p.total or max(p.accounted, 1), completed=p.accounted, width=40))
     table.add_row("status", p.status)
     table.add_row("images", f"{p.accounted} of {'?' if p.total is None else p.total} accounted for")
     for outcome in ("done", "cached", "failed"):
