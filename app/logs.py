@@ -9,7 +9,6 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 _batch: ContextVar[dict[str, str]] = ContextVar("vlmq_batch", default={})
-FIELDS = ("job_id", "batch_id", "stage")
 
 
 class BatchContext(logging.Filter):
@@ -22,10 +21,12 @@ class BatchContext(logging.Filter):
         return True
 
 
-def set_batch(task_name: str, args: tuple[Any, ...]) -> None:
-    payload = args[0] if args and isinstance(args[0], dict) else {}
-    _batch.set({"job_id": str(payload.get("job_id", "")), "batch_id": str(payload.get("batch_id", "")),
-                "stage": task_name.rsplit(".", 1)[-1]})
+def set_batch(task_name: str, payload: dict[str, Any]) -> dict[str, str]:
+    """Remember the batch a task works on; returns the fields added to each log line."""
+    fields = {"job_id": str(payload.get("job_id", "")), "batch_id": str(payload.get("batch_id", "")),
+              "stage": task_name.rsplit(".", 1)[-1]}
+    _batch.set(fields)
+    return fields
 
 
 def clear_batch() -> None:

@@ -73,7 +73,7 @@ class WorkerRuntime:
             if key in self._images:
                 self._images.move_to_end(key)
                 found[item.ref.sha256] = self._images[key]
-            elif key.startswith("vlmq:blob:"):
+            elif JobStore.is_blob_key(key):
                 missing.append(item)
             else:
                 try:

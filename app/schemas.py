@@ -114,6 +114,12 @@ class BatchState(BaseModel):
     batch_id: str
     items: list[ItemState]
 
+    def fail_remaining(self, stage: str, reason: str) -> None:
+        """Give every item not already failed this error (the batch as a whole cannot go on)."""
+        for item in self.items:
+            if not item.error:
+                item.fail(stage, reason)
+
 
 class ImageRecord(BaseModel):
     """The stored result for one submitted image: exactly one per image per job."""

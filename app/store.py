@@ -82,6 +82,11 @@ class JobStore:
     def blob_key(job_id: str, sha256: str) -> str:
         return f"{P}blob:{job_id}:{sha256}"
 
+    @staticmethod
+    def is_blob_key(ref: str) -> bool:
+        """A Redis blob key, as opposed to a file path on a shared folder."""
+        return ref.startswith(f"{P}blob:")
+
     # --- jobs ------------------------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> None:
         pipe = self.r.pipeline()

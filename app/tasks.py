@@ -51,12 +51,11 @@ def _stop_heartbeat(**_):
 
 @signals.task_prerun.connect
 def _enter_batch(task=None, args=(), **_):
-    logs.set_batch(task.name if task else "", tuple(args or ()))
+    payload = args[0] if args and isinstance(args[0], dict) else {}
+    fields = logs.set_batch(task.name if task else "", payload)
     if _heartbeat is not None:
-        payload = args[0] if args and isinstance(args[0], dict) else {}
-        _heartbeat.current = {"task": task.name.rsplit(".", 1)[-1], "job_id": payload.get("job_id"),
-                              "batch_id": payload.get("batch_id"), "images": len(payload.get("items", [])),
-                              "since": time.time()}
+        _heartbeat.current = {"task": fields["stage"], "job_id": fields["job_id"], "batch_id": fields["batch_id"],
+                              "images": len(payload.get("items", [])), "since": time.time()}
 
 
 @signals.task_postrun.connect
@@ -85,9 +84,7 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     rt = get_runtime(settings)
     batch = BatchState.model_validate(payload)
     if rt.store.is_cancelled(batch.job_id):
-        for item in batch.items:
-            if not item.error:
-                item.fail(stage, "job cancelled")
+        batch.fail_remaining(stage, "job cancelled")
         return batch
     attempt = task.deliveries()
     if attempt > settings.max_attempts:
@@ -95,9 +92,7 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
         reason = f"batch dead-lettered at {stage}: delivered {attempt} times, worker lost each time"
         log.error(reason, extra={"job_id": batch.job_id, "batch_id": batch.batch_id})
         rt.store.dead_letter(batch.job_id, batch.batch_id, reason)
-        for item in batch.items:
-            if not item.error:
-                item.fail(stage, reason)
+        batch.fail_remaining(stage, reason)
         return batch
     ctx = StageContext(engine=lambda: rt.engine, spec=rt.spec(batch.job_id), images=rt.images, cache=rt.store)
     log.info("stage start", extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage,
@@ -113,9 +108,7 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
             raise task.retry(exc=exc, countdown=2 * (task.request.retries + 1)) from exc
         log.error("stage failed for good", extra={"job_id": batch.job_id, "batch_id": batch.batch_id,
                                                   "stage": stage, "error": str(exc)})
-        for item in batch.items:
-            if not item.error:
-                item.fail(stage, f"{type(exc).__name__}: {exc}")
+        batch.fail_remaining(stage, f"{type(exc).__name__}: {exc}")
         return batch
     after = rt.engine_stats()
     delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
@@ -134,11 +127,11 @@ def finish(batch: BatchState, worker: str | None) -> list[dict[str, Any]]:
         records += [base.model_copy(update={"image": n}) for n in item.ref.names]
         if not item.error:
             record_cache[rt.store.record_cache_key(spec.fingerprint, item.ref.sha256)] = base.model_dump_json()
-    blob_keys = [i.ref.blob for i in batch.items if i.ref.blob.startswith("vlmq:blob:")]
+    blob_keys = [i.ref.blob for i in batch.items if JobStore.is_blob_key(i.ref.blob)]
     rt.store.finish_batch(batch.job_id, batch.batch_id, records, blob_keys, record_cache)
     rt.forget_images([i.ref.blob for i in batch.items])
     for item in batch.items:  # prepared files on a shared folder: done with them too
-        if not item.ref.blob.startswith("vlmq:blob:"):
+        if not JobStore.is_blob_key(item.ref.blob):
             Path(item.ref.blob).unlink(missing_ok=True)
     aliased = _alias_records(batch, records, rt.store)
     if aliased:
