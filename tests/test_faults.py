@@ -126,12 +126,18 @@ def test_ten_random_worker_kills_during_a_500_image_job_lose_nothing_and_duplica
     assert set(outcomes) <= {"done", "cached"} and outcomes["done"] + outcomes["cached"] == 500
 
 
-def test_redis_killed_and_restarted_mid_job_loses_nothing(fault_settings, fleet, aof_redis, tmp_path):
+def job_under_way(settings: Settings, fleet, tmp_path) -> tuple[Job, list[str]]:
+    """200 images on two workers, returned once 40 of them have their record."""
     names = make_good_images(tmp_path / "images", 200, size=(48, 32))
     fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.1")
-    job = submit(tmp_path / "images", fault_settings)
+    job = submit(tmp_path / "images", settings)
     while job.progress().accounted < 40:
         time.sleep(0.1)
+    return job, names
+
+
+def test_redis_killed_and_restarted_mid_job_loses_nothing(fault_settings, fleet, aof_redis, tmp_path):
+    job, names = job_under_way(fault_settings, fleet, tmp_path)
     aof_redis.stop(signal.SIGKILL)  # kill -9: only the append-only file survives
     time.sleep(2)
     aof_redis.start()  # same port, same data directory
@@ -140,11 +146,7 @@ def test_redis_killed_and_restarted_mid_job_loses_nothing(fault_settings, fleet,
 
 
 def test_a_hung_redis_mid_job_loses_nothing(fault_settings, fleet, aof_redis, tmp_path):
-    names = make_good_images(tmp_path / "images", 200, size=(48, 32))
-    fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.1")
-    job = submit(tmp_path / "images", fault_settings)
-    while job.progress().accounted < 40:
-        time.sleep(0.1)
+    job, names = job_under_way(fault_settings, fleet, tmp_path)
     os.kill(aof_redis.proc.pid, signal.SIGSTOP)
     time.sleep(4)
     os.kill(aof_redis.proc.pid, signal.SIGCONT)
