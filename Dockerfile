@@ -6,6 +6,11 @@ COPY app app
 COPY workers workers
 COPY producers producers
 COPY config config
-RUN pip install --no-cache-dir -e .
+RUN pip install --no-cache-dir -e . \
+ && useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin vlmq
+# Workers read what messages name: they must not be root. Models are mounted read-only,
+# caches (Hugging Face, vLLM, torch) go to the user's home.
+USER vlmq
+ENV HOME=/home/vlmq
 ENV REMAP_SIGTERM=SIGQUIT
 ENTRYPOINT []

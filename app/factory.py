@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import atexit
 from typing import Any
 
 from celery import Celery
 
-from app.routing import follow_current_queue
+from app import redis_full
+from app.routing import PRIORITY_STEPS, follow_current_queue
 from app.schemas import PRIORITY
 from config.settings import Settings
 
 
 
+WORKER_POOL = "app.pool:HandBackPool"
+
+
 def _transport_options(settings: Settings) -> dict[str, Any]:
     return {
         "visibility_timeout": settings.visibility_timeout_s,
-        "priority_steps": list(range(10)),
+        "priority_steps": PRIORITY_STEPS,
         "queue_order_strategy": "priority",
         # Sweep for unacked messages past the visibility timeout (a lost worker's batch) every few
         # seconds rather than kombu's default of ~100 s; one range query on a sorted set each time.
@@ -41,8 +46,9 @@ def _ssl_options(settings: Settings) -> dict[str, Any] | None:
 
 
 def create_app(settings: Settings) -> Celery:
+    redis_full.install()  # a full Redis pauses this process's Redis calls instead of failing them
     celery_app = Celery("vlmq", broker=settings.broker_url, backend=settings.result_backend,
-                        include=["app.tasks"])
+                        include=["app.tasks", "app.prepare_task"])
     transport = _transport_options(settings)
     celery_app.conf.update(
         # JSON only: a pickle message is refused, never deserialized.
@@ -67,11 +73,12 @@ def create_app(settings: Settings) -> Celery:
         worker_deduplicate_successful_tasks=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # With REMAP_SIGTERM=SIGQUIT (producers.local.WORKER_ENV) SIGTERM is a cold shutdown: a
-        # running batch gets soft_shutdown_s, then goes back to Redis. An idle worker exits at once.
+        # running batch gets soft_shutdown_s (default 0), then goes back to Redis (app.pool).
         worker_soft_shutdown_timeout=settings.soft_shutdown_s,
         worker_enable_soft_shutdown_on_idle=False,
         # vLLM starts its engine in a child process; prefork children are daemonic and cannot.
-        worker_pool="solo",
+        # One thread: the main thread answers pings and signals during a batch (app.pool).
+        worker_pool=WORKER_POOL,
         worker_concurrency=1,
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -82,4 +89,17 @@ def create_app(settings: Settings) -> Celery:
         task_routes=(follow_current_queue,),
     )
     celery_app.conf.vlmq_settings = settings
+    atexit.register(_forget_result_subscriptions, celery_app)
     return celery_app
+
+
+def _forget_result_subscriptions(celery_app: Celery) -> None:
+    """At interpreter exit, drop result-channel subscriptions instead of unsubscribing over the network.
+
+    Every AsyncResult that was waited on unsubscribes from its channel in `__del__`, at exit too; when
+    Redis is already gone (a test's server, a stopped embedded one) each unsubscribe retries for tens
+    of seconds and ends in a traceback. At exit the connection is about to close anyway.
+    """
+    consumer = getattr(celery_app.backend, "result_consumer", None)
+    if consumer is not None and hasattr(consumer, "subscribed_to"):
+        consumer.subscribed_to.clear()

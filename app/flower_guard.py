@@ -11,6 +11,9 @@ import ipaddress
 import sys
 
 LOOPBACK_HINT = "127.0.0.1"
+# Flower's boolean options: they take no separate value (`--persistent` alone means true).
+FLAGS = {"debug", "inspect", "persistent", "enable_events", "auto_refresh", "natural_time", "xheaders",
+         "read_only", "purge_offline_workers_enabled", "help"}
 
 
 def is_loopback(address: str) -> bool:
@@ -35,13 +38,29 @@ def check(options) -> None:
     raise SystemExit(2)
 
 
+def join_option_values(args: list[str]) -> list[str]:
+    """`--port 5555` → `--port=5555`: Flower's (tornado's) option parser takes only the joined form."""
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        takes_value = arg.startswith("--") and "=" not in arg and i + 1 < len(args) and not args[i + 1].startswith("-")
+        if takes_value and arg[2:].replace("-", "_") not in FLAGS:
+            out.append(f"{arg}={args[i + 1]}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
 def install() -> None:
     import flower.command as command
 
-    original = command.extract_settings
+    original_extract, original_apply = command.extract_settings, command.apply_options
 
     def checked_extract_settings():
         check(command.options)
-        original()
+        original_extract()
 
     command.extract_settings = checked_extract_settings
+    command.apply_options = lambda prog_name, argv: original_apply(prog_name, join_option_values(list(argv)))

@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -23,14 +24,19 @@ PREFIX = "vlmq:alive:"
 
 
 class Heartbeat:
-    def __init__(self, client: redis.Redis, hostname: str, queues: list[str]) -> None:
+    def __init__(self, client: redis.Redis, hostname: str, queues: list[str], model: str = "",
+                 engine_state: Callable[[], str] | None = None) -> None:
         self.r = client
         self.hostname = hostname
         self.queues = queues
+        self.model = model  # the model id it answers to (the HTTP service routes chat requests by it)
+        self.engine_state = engine_state
         self.current: dict[str, Any] = {}
         self.batches_done = 0
         self.started = time.time()
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._beaten_engine_state = ""
         self._thread = threading.Thread(target=self._run, name="vlmq-heartbeat", daemon=True)
 
     def start(self) -> Heartbeat:
@@ -39,6 +45,7 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         try:
             self.r.delete(self.key)
         except redis.RedisError:
@@ -48,10 +55,22 @@ class Heartbeat:
     def key(self) -> str:
         return f"{PREFIX}{self.hostname}"
 
+    def nudge_if_engine_changed(self) -> None:
+        """Beat now (on the heartbeat thread) when the engine state moved since the last beat.
+
+        /health and `fleet` must not show "not loaded" for up to INTERVAL_S after a batch ran; a
+        beat per batch would cost Redis writes on every batch, so only a change wakes the thread.
+        """
+        if self.engine_state and self.engine_state() != self._beaten_engine_state:
+            self._wake.set()
+
     def beat(self) -> None:
+        engine = self.engine_state() if self.engine_state else "unknown"
+        self._beaten_engine_state = engine
         value = {"hostname": self.hostname, "queues": self.queues, "pid": os.getpid(), "host": socket.gethostname(),
                  "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "current": self.current,
-                 "batches_done": self.batches_done, "started": self.started, "at": time.time()}
+                 "batches_done": self.batches_done, "started": self.started, "at": time.time(),
+                 "model": self.model, "engine": engine}
         self.r.set(self.key, json.dumps(value), ex=TTL_S)
 
     def _run(self) -> None:
@@ -60,7 +79,8 @@ class Heartbeat:
                 self.beat()
             except redis.RedisError:
                 pass  # Redis restarting: the next beat will do
-            self._stop.wait(INTERVAL_S)
+            self._wake.wait(INTERVAL_S)
+            self._wake.clear()
 
 
 def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
@@ -70,3 +90,12 @@ def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
 
 def live_queues(client: redis.Redis) -> list[str]:
     return sorted({q for w in live_workers(client) for q in w["queues"]})
+
+
+def live_models(client: redis.Redis) -> dict[str, list[dict[str, Any]]]:
+    """Live workers by the model they serve (workers older than the model field are left out)."""
+    models: dict[str, list[dict[str, Any]]] = {}
+    for w in live_workers(client):
+        if w.get("model"):
+            models.setdefault(w["model"], []).append(w)
+    return models

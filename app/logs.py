@@ -25,6 +25,8 @@ def set_batch(task_name: str, payload: dict[str, Any]) -> dict[str, str]:
     """Remember the batch a task works on; returns the fields added to each log line."""
     fields = {"job_id": str(payload.get("job_id", "")), "batch_id": str(payload.get("batch_id", "")),
               "stage": task_name.rsplit(".", 1)[-1]}
+    if payload.get("request_ids"):  # chat batches: the HTTP requests' ids, on every line of the batch
+        fields["request_ids"] = ",".join(map(str, payload["request_ids"]))
     _batch.set(fields)
     return fields
 

@@ -19,14 +19,26 @@ from collections.abc import Sequence
 
 import redis
 
-from app.heartbeat import live_queues
+from app.heartbeat import live_models, live_queues
 
-PRIORITY_SEP = "\x06\x16"  # kombu's separator between a queue name and its priority level
-LEVELS = range(10)
+PRIORITY_STEPS = list(range(10))  # the transport's priority levels (app.factory configures kombu with them)
+STAGING = "vlmq:moving:"  # a message between two queues sits here, never only in this process's memory
+
+
+def kombu_sep() -> str:
+    from kombu.transport.redis import Channel
+
+    return Channel.sep
 
 
 def level_keys(queue: str) -> list[str]:
-    return [queue if level == 0 else f"{queue}{PRIORITY_SEP}{level}" for level in LEVELS]
+    """The Redis lists that hold `queue`'s messages, one per priority level (0 first).
+
+    kombu names them (`Channel._q_for_pri`, not public): the queue's own name for level 0, else
+    name + `Channel.sep` + level. Its public pieces are used here so that a kombu that changes
+    the separator changes this too; this is the one place that knows the layout.
+    """
+    return [queue if level == 0 else f"{queue}{kombu_sep()}{level}" for level in PRIORITY_STEPS]
 
 
 def pending(r: redis.Redis, queues: Sequence[str]) -> dict[str, int]:
@@ -35,13 +47,19 @@ def pending(r: redis.Redis, queues: Sequence[str]) -> dict[str, int]:
         for key in level_keys(queue):
             pipe.llen(key)
     counts = pipe.execute()
-    n = len(LEVELS)
+    n = len(PRIORITY_STEPS)
     return {q: sum(counts[i * n : (i + 1) * n]) for i, q in enumerate(queues)}
 
 
 def least_loaded(r: redis.Redis, queues: Sequence[str]) -> str:
     waiting = pending(r, queues)
     return min(queues, key=lambda q: waiting[q])  # ties: the first, in the caller's (rotating) order
+
+
+def queue_for_model(r: redis.Redis, model: str) -> str | None:
+    """The live queue serving `model` with the least work waiting; None when no live worker serves it."""
+    queues = sorted({q for w in live_models(r).get(model, []) for q in w["queues"]})
+    return least_loaded(r, queues) if queues else None
 
 
 def follow_current_queue(name, args, kwargs, options, task=None, **_):
@@ -61,12 +79,47 @@ def _retarget(raw: bytes, queue: str) -> bytes:
     return json.dumps(message).encode()
 
 
+def _move_one(r: redis.Redis, src_key: str, dst_key: str, target: str) -> bool:
+    """Move the oldest message of `src_key` to `dst_key` through a staging list; False if empty.
+
+    LMOVE takes it from the source and puts it in the staging list in one atomic step; then one
+    MULTI/EXEC transaction pushes the retargeted copy and removes the staged one. A crash between
+    the two leaves it staged, and `recover_staged` finishes the move: nothing is lost, and since
+    the transaction is all-or-nothing, nothing is moved twice.
+    """
+    staging = f"{STAGING}{dst_key}"
+    raw = r.lmove(src_key, staging, "RIGHT", "LEFT")
+    if raw is None:
+        return False
+    _deliver(r, staging, dst_key, target, raw)
+    return True
+
+
+def _deliver(r: redis.Redis, staging: str, dst_key: str, target: str, raw: bytes) -> None:
+    pipe = r.pipeline(transaction=True)
+    pipe.rpush(dst_key, _retarget(raw, target))  # the oldest, next to be consumed
+    pipe.lrem(staging, 1, raw)
+    pipe.execute()
+
+
+def recover_staged(r: redis.Redis) -> int:
+    """Finish moves that a crash interrupted (messages left in a staging list)."""
+    recovered = 0
+    for key in r.scan_iter(f"{STAGING}*", count=100):
+        staging = key.decode()
+        dst_key = staging[len(STAGING):]
+        target = dst_key.split(kombu_sep(), 1)[0]
+        while (raw := r.lindex(staging, -1)) is not None:
+            _deliver(r, staging, dst_key, target, raw)
+            recovered += 1
+    return recovered
+
+
 def move_queue(r: redis.Redis, source: str, target: str) -> int:
     """Move every message waiting on `source` to `target`, keeping priority levels."""
     moved = 0
     for src_key, dst_key in zip(level_keys(source), level_keys(target)):
-        while (raw := r.rpop(src_key)) is not None:
-            r.rpush(dst_key, _retarget(raw, target))  # oldest first, next to be consumed
+        while _move_one(r, src_key, dst_key, target):
             moved += 1
     return moved
 
@@ -80,6 +133,7 @@ class Rebalancer:
         self.orphaned_since: dict[str, float] = {}
 
     def run(self, queues: Sequence[str]) -> int:
+        recover_staged(self.r)
         live = live_queues(self.r)
         if not live:
             return 0  # nobody to give the work to; it waits where it is

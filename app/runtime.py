@@ -9,12 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
-from pathlib import Path
-
+from collections.abc import Callable, Sequence
+from app import refs
 from app.schemas import ItemState, JobSpec
 from app.store import JobStore
-from config.errors import PipelineError
+from config.errors import JobNotFoundError
 from config.settings import Settings
 from workers.engine import Engine, create_engine, engine_model_id
 
@@ -26,6 +25,8 @@ class WorkerRuntime:
         self.settings = settings
         self.store = JobStore.from_settings(settings)
         self._engine: Engine | None = None
+        self.engine_state = "not loaded"  # → loading → ready (or failed); shown in heartbeats and /health
+        self.on_engine_state: Callable[[], None] = lambda: None  # the heartbeat's nudge, set by app.lifecycle
         self._lock = threading.Lock()
         self._specs: OrderedDict[str, JobSpec] = OrderedDict()
         # The chain's later stages run right after the first on this worker: keep the bytes.
@@ -37,8 +38,21 @@ class WorkerRuntime:
         with self._lock:
             if self._engine is None:
                 log.info("loading engine", extra={"engine": self.settings.engine, "model": engine_model_id(self.settings)})
-                self._engine = create_engine(self.settings)
+                self._set_engine_state("loading")
+                try:
+                    self._engine = create_engine(self.settings)
+                except Exception:
+                    self._set_engine_state("failed")
+                    raise
+                self._set_engine_state("ready")
             return self._engine
+
+    def _set_engine_state(self, state: str) -> None:
+        self.engine_state = state
+        self.on_engine_state()
+
+    def has_engine(self) -> bool:
+        return self._engine is not None
 
     def engine_stats(self) -> dict[str, float]:
         """The loaded engine's counters; empty before the engine exists (never loads it)."""
@@ -48,6 +62,7 @@ class WorkerRuntime:
         """Drop a dead engine; the next batch builds a new one."""
         with self._lock:
             engine, self._engine = self._engine, None
+            self._set_engine_state("not loaded")
         if engine is not None:
             try:
                 engine.close()
@@ -58,28 +73,35 @@ class WorkerRuntime:
         if job_id not in self._specs:
             spec = self.store.load_spec(job_id)
             if spec is None:
-                raise PipelineError(f"job {job_id} has no spec in Redis (expired or never created)")
+                raise JobNotFoundError(f"job {job_id} has no spec in Redis (expired or never created)")
             self._specs[job_id] = spec
             while len(self._specs) > 32:
                 self._specs.popitem(last=False)
         return self._specs[job_id]
 
-    def images(self, items: Sequence[ItemState]) -> dict[str, bytes]:
-        """Prepared bytes by sha256, from the local LRU, Redis blobs or a shared path."""
+    def images(self, items: Sequence[ItemState], job_id: str) -> dict[str, bytes]:
+        """Prepared bytes by sha256, from the local LRU, this job's Redis blobs or its shared files.
+
+        A reference the job's producer did not issue is never read (see app.refs); `run` has
+        already given such items their error.
+        """
         found: dict[str, bytes] = {}
         missing = []
         for item in items:
-            key = item.ref.blob
+            key, sha = item.ref.blob, item.ref.sha256
+            if refs.refusal(key, sha, job_id, self.settings.shared_dir):
+                continue
             if key in self._images:
                 self._images.move_to_end(key)
-                found[item.ref.sha256] = self._images[key]
+                found[sha] = self._images[key]
             elif JobStore.is_blob_key(key):
                 missing.append(item)
             else:
                 try:
-                    found[item.ref.sha256] = Path(key).read_bytes()
-                except OSError as exc:
-                    log.warning("shared image unreadable", extra={"path": key, "error": str(exc)})
+                    found[sha] = refs.read_shared(key, sha, job_id, self.settings.shared_dir,
+                                                  self.settings.max_file_bytes)
+                except refs.RefusedReference as exc:
+                    log.warning("shared image refused", extra={"path": key, "error": str(exc)})
         for item, data in zip(missing, self.store.get_blobs([i.ref.blob for i in missing])):
             if data is not None:
                 found[item.ref.sha256] = data

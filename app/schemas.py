@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,7 @@ class JobSpec(BaseModel):
     job_id: str
     created_at: float = Field(default_factory=time.time)
     roots: list[str] = []
+    recursive: bool = True
     prompts: PromptSet
     system_prompt: str
     sampling: Sampling
@@ -71,22 +72,27 @@ class ImageRef(BaseModel):
     width: int  # original size, before downscaling
     height: int
     blob: str  # Redis key of the prepared bytes, or a file path when workers share the disk
+    sources: dict[str, str] = {}  # name → where it came from (URL, shard, dataset#row=N); folders: none
 
 
+# `fields`: what a prompt's SCHEMA section asked for beyond the stage's own keys (tags, has_text …)
 class Classification(BaseModel):
     category: str
     reasoning: str = ""
+    fields: dict[str, Any] = {}
     prompt: str
 
 
 class Scoring(BaseModel):
-    score: float
+    score: float | None = None  # None only when the prompt's schema asks for no score
     reasoning: str = ""
+    fields: dict[str, Any] = {}
     prompt: str
 
 
 class Summary(BaseModel):
     summary: str
+    fields: dict[str, Any] = {}
     prompt: str
 
 
@@ -102,6 +108,7 @@ class ItemState(BaseModel):
     error_stage: str | None = None
     cached_stages: list[str] = []
     timings_ms: dict[str, float] = {}
+    dead_letter: str | None = None  # id of this image's dead letter; its blob is kept for a requeue
 
     def fail(self, stage: str, reason: str) -> None:
         self.error, self.error_stage = reason, stage
@@ -121,11 +128,24 @@ class BatchState(BaseModel):
                 item.fail(stage, reason)
 
 
+class DeadLetter(BaseModel):
+    """An image set aside because its worker was lost each time it ran (`producer dead`)."""
+
+    id: str
+    job_id: str
+    batch_id: str
+    stage: Stage
+    ref: ImageRef
+    reason: str
+    at: float = Field(default_factory=time.time)
+
+
 class ImageRecord(BaseModel):
     """The stored result for one submitted image: exactly one per image per job."""
 
     image: str
     job_id: str
+    source: str | None = None  # what the image came from, to join results back (URL, shard, dataset#row=N)
     sha256: str | None = None
     width: int | None = None
     height: int | None = None
@@ -145,6 +165,12 @@ class ImageRecord(BaseModel):
     timings_ms: dict[str, float] = {}
 
     @property
+    def fields(self) -> dict[str, Any]:
+        """Every stage's schema fields in one map (a later stage's field wins a name clash)."""
+        parts = (self.classification, self.scoring, self.summary)
+        return {k: v for part in parts if part is not None for k, v in part.fields.items()}
+
+    @property
     def outcome(self) -> str:
         return "failed" if self.error else ("cached" if self.cached else "done")
 
@@ -161,6 +187,7 @@ class ImageRecord(BaseModel):
         return cls(
             image=name,
             job_id=job_id,
+            source=item.ref.sources.get(name),
             sha256=item.ref.sha256,
             width=item.ref.width,
             height=item.ref.height,
@@ -182,8 +209,8 @@ class ImageRecord(BaseModel):
 
     @classmethod
     def failure(cls, name: str, job_id: str, reason: str, stage: str = "ingest",
-                sha256: str | None = None) -> ImageRecord:
-        return cls(image=name, job_id=job_id, sha256=sha256, error=reason, error_stage=stage)
+                sha256: str | None = None, source: str | None = None) -> ImageRecord:
+        return cls(image=name, job_id=job_id, sha256=sha256, error=reason, error_stage=stage, source=source)
 
 
 def _stages_run(item: ItemState) -> int:

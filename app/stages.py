@@ -11,13 +11,15 @@ import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.schemas import BatchState, Classification, ItemState, JobSpec, Scoring, Stage, Summary
-from config.errors import EngineError, OutputParseError, PipelineError
+from config.errors import BatchRejectedError, OutputParseError, PipelineError
 from config.prompts import Prompt
 from workers.engine import Engine, EngineRequest
-from workers.formats import OutputFormat, parse_choice, parse_score, parse_text
+from config.output_schema import parse_json_output
+from workers.formats import (JSON_MIN_TOKENS, OutputFormat, asks_for_reasoning, check_score,
+                             classification_schema, parse_choice, parse_score, parse_text)
 
 
 class ResultCache(Protocol):
@@ -52,6 +54,7 @@ class Unit:
     prompt: Prompt
     format: OutputFormat
     choices: list[str]
+    schema: dict[str, Any] | None = None  # format "json": what structured decoding constrains to
 
 
 def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
@@ -60,7 +63,10 @@ def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
         return []
     if stage == "classify":
         categories = sorted(spec.prompts.categories)
-        return [Unit(item, spec.prompts.classification, "choice", categories)]
+        prompt = spec.prompts.classification
+        if prompt.output_schema or asks_for_reasoning(prompt.text):  # JSON costs tokens: only when asked
+            return [Unit(item, prompt, "json", categories, classification_schema(categories, prompt.output_schema))]
+        return [Unit(item, prompt, "choice", categories)]
     assert item.classification is not None
     category = item.classification.category
     allowed = spec.categories_to_score if stage == "score" else spec.categories_to_summarize
@@ -69,14 +75,15 @@ def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
         item.skipped[stage] = f"category {category} is not in {option} {allowed}"
         return []
     if stage == "summary" and spec.score_threshold is not None:
-        if not item.scores:
+        if not item.scores or item.scores[0].score is None:
             item.skipped[stage] = f"no score to compare with threshold {spec.score_threshold}"
             return []
         if item.scores[0].score < spec.score_threshold:
             item.skipped[stage] = f"score {item.scores[0].score:g} is below threshold {spec.score_threshold:g}"
             return []
     fmt: OutputFormat = "score" if stage == "score" else "text"
-    return [Unit(item, p, fmt, []) for p in spec.prompts.for_stage(stage, category)]
+    return [Unit(item, p, "json" if p.output_schema else fmt, [], p.output_schema)
+            for p in spec.prompts.for_stage(stage, category)]
 
 
 def cache_key(stage: Stage, unit: Unit, spec: JobSpec) -> str:
@@ -87,21 +94,45 @@ def cache_key(stage: Stage, unit: Unit, spec: JobSpec) -> str:
 
 
 def generate_resilient(engine: Engine, requests: list[EngineRequest]) -> list[str | PipelineError]:
-    """One engine call; if the batch fails, split it and retry the halves down to single images."""
+    """One engine call; if the engine refuses the batch, split it and retry the halves down to
+    single images. A dead engine (EngineDeadError) is not split: it propagates, and the task
+    rebuilds the engine and retries the whole batch."""
     if not requests:
         return []
     try:
         return list(engine.generate(requests))
-    except EngineError as exc:
+    except BatchRejectedError as exc:
         if len(requests) == 1:
             return [exc]
         mid = len(requests) // 2
         return generate_resilient(engine, requests[:mid]) + generate_resilient(engine, requests[mid:])
 
 
+def apply_json_output(stage: Stage, unit: Unit, text: str) -> None:
+    """A schema-constrained output: the stage's own keys where the schema has them, the rest as fields."""
+    assert unit.schema is not None
+    fields = parse_json_output(text, unit.schema)
+    item, ref = unit.item, unit.prompt.ref
+    reasoning = str(fields.pop("reasoning", ""))
+    if stage == "classify":
+        category = parse_choice(str(fields.pop("category")), unit.choices)
+        item.classification = Classification(category=category, reasoning=reasoning, fields=fields, prompt=ref)
+    elif stage == "score":
+        score = fields.pop("score", None)
+        score = None if score is None else check_score(float(score), text)
+        item.scores.append(Scoring(score=score, reasoning=reasoning, fields=fields, prompt=ref))
+    else:
+        if reasoning:
+            fields["reasoning"] = reasoning
+        summary = str(fields.pop("summary")) if "summary" in fields else text.strip()
+        item.summaries.append(Summary(summary=summary, fields=fields, prompt=ref))
+
+
 def apply_output(stage: Stage, unit: Unit, text: str) -> None:
     item, ref = unit.item, unit.prompt.ref
-    if stage == "classify":
+    if unit.format == "json":
+        apply_json_output(stage, unit, text)
+    elif stage == "classify":
         item.classification = Classification(category=parse_choice(text, unit.choices), prompt=ref)
     elif stage == "score":
         score, reasoning = parse_score(text)
@@ -125,11 +156,13 @@ def run_stage(stage: Stage, batch: BatchState, ctx: StageContext) -> BatchState:
         if data is None:
             unit.item.fail(stage, "prepared image is no longer in the blob store (expired or deleted)")
             continue
-        text = unit.prompt.text
+        sampling = getattr(ctx.spec.sampling, stage)
+        if unit.format == "json" and sampling.max_tokens < JSON_MIN_TOKENS:
+            sampling = sampling.model_copy(update={"max_tokens": JSON_MIN_TOKENS})
         requests.append(EngineRequest(image=data, image_key=unit.item.ref.sha256,
-                                      system=ctx.spec.system_prompt, text=text,
-                                      sampling=getattr(ctx.spec.sampling, stage),
-                                      format=unit.format, choices=unit.choices))
+                                      system=ctx.spec.system_prompt, text=unit.prompt.text,
+                                      sampling=sampling, format=unit.format, choices=unit.choices,
+                                      schema=unit.schema))
         sent.append(i)
     outputs: dict[int, str | PipelineError] = dict(zip(sent, generate_resilient(ctx.engine(), requests) if requests else []))
     fresh: dict[str, str] = {}

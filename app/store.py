@@ -19,8 +19,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from app import redis_full
+from app.heartbeat import PREFIX as ALIVE_PREFIX
 from app.routing import level_keys
-from app.schemas import ImageRecord, JobSpec
+from app.schemas import DeadLetter, ImageRecord, JobSpec
+from config.errors import JobNotFoundError
 from config.settings import Settings
 
 P = "vlmq:"
@@ -28,7 +31,9 @@ CACHE_TTL_S = 90 * 24 * 3600
 
 
 def redis_client(settings: Settings, url: str | None = None, retry_s: float = 60.0) -> redis.Redis:
-    """A client that rides out a Redis restart: retries with backoff for about `retry_s`."""
+    """A client that rides out a Redis restart (retries with backoff for about `retry_s`) and
+    waits while Redis is full (app.redis_full)."""
+    redis_full.install()
     kwargs: dict[str, Any] = {}
     if (url or settings.broker_url).startswith("rediss://"):
         kwargs.update(ssl_ca_certs=settings.redis_ssl_ca_certs, ssl_certfile=settings.redis_ssl_certfile,
@@ -49,6 +54,7 @@ class JobProgress(BaseModel):
     job_id: str
     status: str
     total: int | None  # None while the producer is still scanning
+    scanned: int = 0  # files found so far (a running count while total is None)
     accounted: int
     outcomes: dict[str, int]
     workers: dict[str, int]
@@ -65,6 +71,8 @@ class JobProgress(BaseModel):
 
 
 class JobStore:
+    jobs_key = f"{P}jobs"  # sorted set of job ids by creation time
+
     def __init__(self, client: redis.Redis, job_ttl_s: int = 30 * 24 * 3600) -> None:
         self.r = client
         self.ttl = job_ttl_s
@@ -93,8 +101,28 @@ class JobStore:
         pipe.hset(self.key(spec.job_id), mapping={"spec": spec.model_dump_json(), "status": "submitting",
                                                   "created_at": spec.created_at})
         pipe.expire(self.key(spec.job_id), self.ttl)
-        pipe.zadd(f"{P}jobs", {spec.job_id: spec.created_at})
+        pipe.zadd(self.jobs_key, {spec.job_id: spec.created_at})
         pipe.execute()
+
+    def job_exists(self, job_id: str) -> bool:
+        """Read-only: never creates a key (unlike a write to an unknown job would)."""
+        return bool(self.r.exists(self.key(job_id)))
+
+    def require_job(self, job_id: str) -> None:
+        if not self.job_exists(job_id):
+            raise JobNotFoundError(f"no job {job_id} in Redis (never created, or expired); see `producer jobs`")
+
+    # --- the submitting producer's lease ----------------------------------------------------
+    def take_lease(self, job_id: str, owner: str, ttl_s: int) -> bool:
+        """Become the job's one submitting producer; False while another one's lease is alive."""
+        return bool(self.r.set(self.key(job_id, "lease"), owner, nx=True, ex=ttl_s))
+
+    def renew_lease(self, job_id: str, ttl_s: int) -> bool:
+        # EXPIRE, not SET: Redis accepts it even when full, so a waiting producer keeps its lease
+        return bool(self.r.expire(self.key(job_id, "lease"), ttl_s))
+
+    def drop_lease(self, job_id: str) -> None:
+        self.r.delete(self.key(job_id, "lease"))
 
     def load_spec(self, job_id: str) -> JobSpec | None:
         raw = self.r.hget(self.key(job_id), "spec")
@@ -108,22 +136,39 @@ class JobStore:
         return raw.decode() if raw is not None else None
 
     def job_ids(self, limit: int = 50) -> list[str]:
-        return [j.decode() for j in self.r.zrevrange(f"{P}jobs", 0, limit - 1)]
+        return [j.decode() for j in self.r.zrevrange(self.jobs_key, 0, limit - 1)]
 
-    def add_chain(self, job_id: str, batch_id: str, task_ids: Sequence[str]) -> None:
+    def add_chain(self, job_id: str, batch_id: str, task_ids: Sequence[str], shas: Sequence[str] = ()) -> None:
+        """A batch was published; `shas` are its images, never to be shipped again by a resume."""
         pipe = self.r.pipeline()
         pipe.sadd(self.key(job_id, "sent"), batch_id)
         pipe.hset(self.key(job_id, "chains"), batch_id, ",".join(task_ids))
-        for part in ("sent", "chains"):
+        if shas:
+            pipe.sadd(self.key(job_id, "shipped"), *shas)
+        for part in ("sent", "chains", "shipped"):
             pipe.expire(self.key(job_id, part), self.ttl)
         pipe.execute()
+
+    def chain_count(self, job_id: str) -> int:
+        return int(self.r.hlen(self.key(job_id, "chains")))
+
+    def already_handled(self, job_id: str, first_names: Mapping[str, str]) -> set[str]:
+        """The shas (claimed by this job before) that a batch carried or whose image has a record."""
+        shas = list(first_names)
+        if not shas:
+            return set()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.smismember(self.key(job_id, "shipped"), shas)
+        pipe.hmget(self.key(job_id, "records"), [first_names[s] for s in shas])
+        shipped, records = pipe.execute()
+        return {sha for sha, sent, rec in zip(shas, shipped, records) if sent or rec is not None}
 
     def chains(self, job_id: str) -> dict[str, list[str]]:
         raw = self.r.hgetall(self.key(job_id, "chains"))
         return {k.decode(): v.decode().split(",") for k, v in raw.items()}
 
     def batches_in_flight(self, job_id: str) -> int:
-        pipe = self.r.pipeline()
+        pipe = self.r.pipeline(transaction=False)  # reads: a full Redis refuses every MULTI
         pipe.scard(self.key(job_id, "sent"))
         pipe.scard(self.key(job_id, "done"))
         sent, done = pipe.execute()
@@ -189,7 +234,7 @@ class JobStore:
         return ImageRecord.model_validate_json(raw) if raw else None
 
     def mark_finished_if_complete(self, job_id: str) -> bool:
-        pipe = self.r.pipeline()
+        pipe = self.r.pipeline(transaction=False)
         pipe.hget(self.key(job_id), "total")
         pipe.hlen(self.key(job_id, "records"))
         total, accounted = pipe.execute()
@@ -284,24 +329,38 @@ class JobStore:
         pipe.hset(key, "last_seen", time.time())
         pipe.execute()
 
+    def forget_worker(self, worker: str) -> None:
+        """Drop the counters of a worker that will not come back (a one-off local worker)."""
+        self.r.delete(f"{P}worker:{worker}", f"{ALIVE_PREFIX}{worker}")
+
     def worker_stats(self, worker: str) -> dict[str, float]:
         return {k.decode(): float(v) for k, v in self.r.hgetall(f"{P}worker:{worker}").items()}
 
     # --- dead letters ----------------------------------------------------------------------
-    def dead_letter(self, job_id: str, batch_id: str, reason: str) -> None:
-        self.r.rpush(f"{P}dead", f"{job_id}|{batch_id}|{reason}")
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self.r.hset(f"{P}dead", letter.id, letter.model_dump_json())
 
-    def dead_letters(self) -> list[str]:
-        return [d.decode() for d in self.r.lrange(f"{P}dead", 0, -1)]
+    def dead_letters(self, job_id: str | None = None) -> list[DeadLetter]:
+        letters = [DeadLetter.model_validate_json(v) for v in self.r.hvals(f"{P}dead")]
+        return sorted((d for d in letters if job_id is None or d.job_id == job_id), key=lambda d: d.at)
+
+    def take_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        """Remove a dead letter and return it; None if there is none with this id (or it was taken)."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hget(f"{P}dead", letter_id)
+        pipe.hdel(f"{P}dead", letter_id)
+        raw, removed = pipe.execute()
+        return DeadLetter.model_validate_json(raw) if raw and removed else None
 
     # --- progress --------------------------------------------------------------------------
     def progress(self, job_id: str) -> JobProgress:
-        pipe = self.r.pipeline()
+        pipe = self.r.pipeline(transaction=False)  # reads: a full Redis refuses every MULTI
         pipe.hgetall(self.key(job_id))
         pipe.hvals(self.key(job_id, "outcome"))
         pipe.scard(self.key(job_id, "sent"))
         pipe.scard(self.key(job_id, "done"))
-        meta, outcomes_raw, sent, done = pipe.execute()
+        pipe.exists(self.key(job_id, "lease"))
+        meta, outcomes_raw, sent, done, leased = pipe.execute()
         meta = {k.decode(): v.decode() for k, v in meta.items() if k != b"spec"}
         outcomes, workers = Counter(), Counter()
         for value in outcomes_raw:
@@ -317,9 +376,12 @@ class JobStore:
         rate = accounted / elapsed
         eta = (total - accounted) / rate if total is not None and rate > 0 else None
         status = meta.get("status", "unknown")
+        if status == "submitting" and not leased:  # its producer stopped renewing: killed or lost
+            status = "interrupted"
         if status in ("submitted", "submitting") and total is not None and accounted >= total:
             status = "done"
-        return JobProgress(job_id=job_id, status=status, total=total, accounted=accounted,
+        return JobProgress(job_id=job_id, status=status, total=total, scanned=int(meta.get("scanned", total or 0)),
+                           accounted=accounted,
                            outcomes=dict(outcomes), workers=dict(workers), batches_sent=sent,
                            batches_done=done, created_at=created, finished_at=finished_at,
                            images_per_s=round(rate, 2), eta_s=eta)

@@ -3,81 +3,45 @@
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
+import uuid
 from typing import Any
 
-from celery import Task, signals
+from celery import Task
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
-from app import logs
-from app.heartbeat import Heartbeat
+from app import refs
+from app.chat import serve_batch
 from app.celery import app, settings
+from app.lifecycle import attempts_key
 from app.runtime import get_runtime
-from app.schemas import BatchState, ImageRecord, Stage
+from app.poison import isolate
+from app.schemas import BatchState, DeadLetter, ImageRecord, ItemState, Stage
+from app.shipping import alias_sources
 from app.stages import StageContext, run_stage
 from app.store import JobStore
-from workers.orphans import stop_orphaned_engines
+from config.errors import BrokerUnavailableError, PermanentError
 from workers.engine import engine_model_id
 
 log = logging.getLogger(__name__)
 ATTEMPTS_TTL_S = 7 * 24 * 3600
 
 
-@signals.after_setup_logger.connect
-@signals.after_setup_task_logger.connect
-def _json_logs(logger, **_):
-    if settings.log_json:
-        logs.use_json(logger)
-
-
-_heartbeat: Heartbeat | None = None
-
-
-@signals.worker_ready.connect
-def _start_heartbeat(sender=None, **_):
-    global _heartbeat
-    stopped = stop_orphaned_engines()
-    if stopped:
-        log.warning("stopped vLLM engine processes left by a dead worker", extra={"pids": stopped})
-    queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
-    _heartbeat = Heartbeat(get_runtime(settings).store.r, sender.hostname, queues).start()
-
-
-@signals.worker_shutting_down.connect
-def _stop_heartbeat(**_):
-    if _heartbeat is not None:
-        _heartbeat.stop()
-
-
-@signals.task_prerun.connect
-def _enter_batch(task=None, args=(), **_):
-    payload = args[0] if args and isinstance(args[0], dict) else {}
-    fields = logs.set_batch(task.name if task else "", payload)
-    if _heartbeat is not None:
-        _heartbeat.current = {"task": fields["stage"], "job_id": fields["job_id"], "batch_id": fields["batch_id"],
-                              "images": len(payload.get("items", [])), "since": time.time()}
-
-
-@signals.task_postrun.connect
-def _leave_batch(task=None, **_):
-    logs.clear_batch()
-    if _heartbeat is not None:
-        _heartbeat.current = {}
-        _heartbeat.batches_done += task is not None and task.name.endswith("summarize")
-
-
 class StageTask(Task):
-    """A chain step; counts deliveries so a batch that kills its worker is dead-lettered."""
+    """A chain step; counts deliveries so that a batch that kills its worker is isolated."""
 
     typing = False
 
     def deliveries(self) -> int:
-        store = get_runtime(settings).store
-        key = f"vlmq:attempts:{self.request.id}:{self.request.retries}"  # a retry is not a redelivery
-        pipe = store.r.pipeline()
+        key = attempts_key(self.request.id, self.request.retries)
+        pipe = get_runtime(settings).store.r.pipeline()
         pipe.incr(key)
         pipe.expire(key, ATTEMPTS_TTL_S)
         return int(pipe.execute()[0])
+
+
+BROKER_ERRORS = (RedisError, OperationalError, BrokerUnavailableError)
+BROKER_RETRIES = 10  # retries of a stage that Redis failed; the engine is kept meanwhile
 
 
 def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
@@ -87,33 +51,84 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
         batch.fail_remaining(stage, "job cancelled")
         return batch
     attempt = task.deliveries()
-    if attempt > settings.max_attempts:
-        # Redelivered after killing its worker max_attempts times: stop the loop here.
-        reason = f"batch dead-lettered at {stage}: delivered {attempt} times, worker lost each time"
-        log.error(reason, extra={"job_id": batch.job_id, "batch_id": batch.batch_id})
-        rt.store.dead_letter(batch.job_id, batch.batch_id, reason)
-        batch.fail_remaining(stage, reason)
-        return batch
-    ctx = StageContext(engine=lambda: rt.engine, spec=rt.spec(batch.job_id), images=rt.images, cache=rt.store)
-    log.info("stage start", extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage,
-                                   "images": len(batch.items), "attempt": attempt})
+    refuse_foreign_refs(batch, stage)
+    ids = {"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage}
+    log.info("stage start", extra={**ids, "images": len(batch.items), "attempt": attempt})
     before = rt.engine_stats()
     try:
-        batch = run_stage(stage, batch, ctx)
-    except Exception as exc:  # engine would not start or died: rebuild and retry, then give up per image
-        rt.reset_engine()
-        if task.request.retries < settings.stage_retries:
-            log.warning("stage failed, retrying", extra={"job_id": batch.job_id, "batch_id": batch.batch_id,
-                                                         "stage": stage, "error": str(exc)})
-            raise task.retry(exc=exc, countdown=2 * (task.request.retries + 1)) from exc
-        log.error("stage failed for good", extra={"job_id": batch.job_id, "batch_id": batch.batch_id,
-                                                  "stage": stage, "error": str(exc)})
+        batch = _run_delivery(task, stage, batch, attempt)
+    except PermanentError as exc:  # a missing job spec, an engine that cannot be configured …
+        log.error("stage failed for good", extra={**ids, "error": str(exc)})
         batch.fail_remaining(stage, f"{type(exc).__name__}: {exc}")
+        return batch
+    except BROKER_ERRORS as exc:  # Redis hiccup: the engine is fine, keep it
+        _retry_or_give_up(task, stage, batch, exc, BROKER_RETRIES, ids)
+        return batch
+    except Exception as exc:  # EngineDeadError, or an unexpected fault that may have broken the engine
+        rt.reset_engine()
+        _retry_or_give_up(task, stage, batch, exc, settings.stage_retries, ids)
         return batch
     after = rt.engine_stats()
     delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
     rt.store.add_worker_stats(task.request.hostname or "worker", stage, delta)
     return batch
+
+
+def _run_delivery(task: StageTask, stage: Stage, batch: BatchState, attempt: int) -> BatchState:
+    """First delivery: the whole batch in one engine call. A redelivery (its worker was lost):
+    one image at a time, so that only an image that kills its worker is set aside."""
+    rt = get_runtime(settings)
+    ctx = StageContext(engine=lambda: rt.engine, spec=rt.spec(batch.job_id), cache=rt.store,
+                       images=lambda items: rt.images(items, batch.job_id))
+    if attempt == 1:
+        return run_stage(stage, batch, ctx)
+    set_aside = lambda item, reason: _dead_letter(batch, stage, item, reason)  # noqa: E731
+    if attempt > settings.max_attempts * (len(batch.items) + 1):  # lost with no image running: give up
+        reason = f"dead-lettered at {stage}: delivered {attempt} times, worker lost each time"
+        for item in batch.items:
+            if not item.error:
+                set_aside(item, reason)
+        return batch
+    log.warning("redelivered after a lost worker: one image at a time",
+                extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage, "attempt": attempt})
+    return isolate(rt.store.r, task.request.id, stage, batch, max(1, settings.max_attempts - 1),
+                   lambda one: run_stage(stage, one, ctx), set_aside)
+
+
+def _dead_letter(batch: BatchState, stage: Stage, item: ItemState, reason: str) -> None:
+    letter = DeadLetter(id=uuid.uuid4().hex[:12], job_id=batch.job_id, batch_id=batch.batch_id, stage=stage,
+                        ref=item.ref, reason=reason)
+    get_runtime(settings).store.dead_letter(letter)
+    item.fail(stage, reason)
+    item.dead_letter = letter.id
+    log.error(reason, extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "sha256": item.ref.sha256,
+                             "dead_letter": letter.id})
+
+
+def _retry_or_give_up(task: StageTask, stage: Stage, batch: BatchState, exc: Exception, retries: int,
+                      ids: dict[str, str]) -> None:
+    if task.request.retries < retries:
+        log.warning("stage failed, retrying", extra={**ids, "error": f"{type(exc).__name__}: {exc}"})
+        raise task.retry(exc=exc, countdown=min(30, 2 * (task.request.retries + 1))) from exc
+    log.error("stage failed for good", extra={**ids, "error": f"{type(exc).__name__}: {exc}"})
+    batch.fail_remaining(stage, f"{type(exc).__name__}: {exc}")
+
+
+def refuse_foreign_refs(batch: BatchState, stage: Stage) -> None:
+    """An item whose reference this job did not issue fails here: nothing of it is read or deleted."""
+    for item in batch.items:
+        why = None if item.error else refs.refusal(item.ref.blob, item.ref.sha256, batch.job_id, settings.shared_dir)
+        if why:
+            log.warning(why, extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "ref": item.ref.blob[:300]})
+            item.fail(stage, why)
+
+
+def _own_refs(batch: BatchState) -> list[ItemState]:
+    """The items whose blob or shared file this job created: the only ones finish may delete.
+
+    A dead-lettered image keeps its prepared bytes (until their TTL) so that it can be requeued."""
+    return [i for i in batch.items if not i.dead_letter
+            and refs.refusal(i.ref.blob, i.ref.sha256, batch.job_id, settings.shared_dir) is None]
 
 
 def finish(batch: BatchState, worker: str | None) -> list[dict[str, Any]]:
@@ -124,15 +139,16 @@ def finish(batch: BatchState, worker: str | None) -> list[dict[str, Any]]:
     records, record_cache = [], {}
     for item in batch.items:
         base = ImageRecord.from_item(item, item.ref.names[0], batch.job_id, batch.batch_id, model, worker)
-        records += [base.model_copy(update={"image": n}) for n in item.ref.names]
+        records += [base.model_copy(update={"image": n, "source": item.ref.sources.get(n)}) for n in item.ref.names]
         if not item.error:
             record_cache[rt.store.record_cache_key(spec.fingerprint, item.ref.sha256)] = base.model_dump_json()
-    blob_keys = [i.ref.blob for i in batch.items if JobStore.is_blob_key(i.ref.blob)]
+    own = _own_refs(batch)
+    blob_keys = [i.ref.blob for i in own if JobStore.is_blob_key(i.ref.blob)]
     rt.store.finish_batch(batch.job_id, batch.batch_id, records, blob_keys, record_cache)
     rt.forget_images([i.ref.blob for i in batch.items])
-    for item in batch.items:  # prepared files on a shared folder: done with them too
+    for item in own:  # prepared files on a shared folder: done with them too
         if not JobStore.is_blob_key(item.ref.blob):
-            Path(item.ref.blob).unlink(missing_ok=True)
+            refs.remove_shared(item.ref.blob, item.ref.sha256, batch.job_id, settings.shared_dir)
     aliased = _alias_records(batch, records, rt.store)
     if aliased:
         rt.store.write_records(aliased)
@@ -145,7 +161,9 @@ def finish(batch: BatchState, worker: str | None) -> list[dict[str, Any]]:
 def _alias_records(batch: BatchState, records: list[ImageRecord], store: JobStore) -> list[ImageRecord]:
     by_sha = {r.sha256: r for r in records}
     aliases = store.aliases(batch.job_id, [i.ref.sha256 for i in batch.items])
-    return [by_sha[sha].model_copy(update={"image": name}) for sha, names in aliases.items() for name in names]
+    sources = alias_sources(store, batch.job_id, [n for names in aliases.values() for n in names])
+    return [by_sha[sha].model_copy(update={"image": name, "source": sources.get(name)})
+            for sha, names in aliases.items() for name in names]
 
 
 @app.task(bind=True, base=StageTask, name="app.tasks.classify")
@@ -161,3 +179,10 @@ def score(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
 @app.task(bind=True, base=StageTask, name="app.tasks.summarize")
 def summarize(self: StageTask, payload: dict[str, Any]) -> list[dict[str, Any]]:
     return finish(run(self, "summary", payload), self.request.hostname)
+
+
+@app.task(bind=True, base=StageTask, name="app.tasks.chat")
+def chat(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
+    """A micro-batch of chat requests from the HTTP service (app.chat)."""
+    return serve_batch(get_runtime(settings), payload, self.request.hostname or "worker", self.deliveries(),
+                       settings.max_attempts)

@@ -1,9 +1,12 @@
-"""Orchestration overhead: the full path vs the same engine in a plain in-process loop.
+"""Orchestration overhead: the full path vs a bare Celery chain, and vs a plain in-process loop.
 
 Full path: producer (scan, decode, hash, dedupe, cache check, blobs) → Redis → a real Celery
-worker running chain(classify | score | summarize) per batch → records in Redis.
+worker running chain(classify | score | summarize) per batch → records.
+Bare chain (the baseline): three no-op tasks per batch on the same Redis with the same Celery
+configuration and worker options (bench.bare_app), carrying the same number of image references.
 Plain loop: the same preparation and the same three stage functions, called in one process.
-Both use the deterministic test engine (zero model cost), so the difference is the queue's cost.
+The full path uses the deterministic test engine (zero model cost), so what it adds is the queue's cost.
+Also counted: Redis round trips per batch (server write events) of the producer and of the worker.
 
     python -m bench.overhead [--images 5000] [--batch-size 32]
 """
@@ -18,7 +21,14 @@ from pathlib import Path
 
 from app.schemas import BatchState, ImageRef, ItemState, JobSpec
 from app.stages import StageContext, run_stage
+import os
+import uuid
+
+import redis
+from celery.result import AsyncResult
+
 from bench.common import Timer, image_folder, redis_server, report, workers
+from producers.local import WorkerProcess
 from config.prompts import load_prompt_set
 from config.settings import Settings
 from producers.api import submit
@@ -56,6 +66,53 @@ def plain_loop(settings: Settings, folder: Path, engine: Engine | None = None,
     return done
 
 
+def bare_chain_seconds(settings: Settings, images: int) -> float:
+    """Publish one bare chain per batch to a bare worker and wait for every last link's result."""
+    os.environ["VLMQ_BROKER_URL"] = settings.broker_url  # bench.bare_app reads its settings at import
+    from bench.bare_app import app as bare, bare_chain
+
+    bare.backend.on_task_call = lambda producer, task_id: None  # as the product's producer: no subscriptions
+    queue = f"bare-{uuid.uuid4().hex[:6]}"
+    worker = WorkerProcess(queue, {"VLMQ_BROKER_URL": settings.broker_url}, name=f"bare-{queue}@bench",
+                           app="bench.bare_app", extra_args=["--loglevel", "WARNING"],
+                           cwd=Path(__file__).resolve().parent.parent).start()
+    try:
+        worker.wait_ready(bare, 120)
+        refs = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(images)]
+        with Timer() as t:
+            last = [bare_chain({"batch_id": f"bare-{i}", "refs": refs[i : i + settings.batch_size]}, queue)
+                    .apply_async().id for i in range(0, images, settings.batch_size)]
+            keys = [bare.backend.get_key_for_task(task_id) for task_id in last]
+            client = redis.Redis.from_url(settings.broker_url)
+            while not all(client.mget(keys)):
+                time.sleep(0.01)
+        assert all(AsyncResult(task_id, app=bare).successful() for task_id in last)
+    finally:
+        worker.stop()
+    return t.seconds
+
+
+def writes(url: str) -> int:
+    return int(redis.Redis.from_url(url).info("stats")["total_writes_processed"])
+
+
+def round_trips_per_batch(settings: Settings, folder: Path, images: int) -> tuple[float, float]:
+    """Producer and worker round trips per batch, counted by the server (its write events)."""
+    batches = -(-images // settings.batch_size)
+    settings = settings.with_overrides(max_inflight_batches=batches + 1, queues=["trips"])
+    before = writes(settings.broker_url)
+    job = submit(folder, settings)  # no worker yet: only the producer talks to Redis
+    producer = writes(settings.broker_url) - before
+    idle = settings.with_overrides(queues=["trips-idle"])
+    with workers(idle, 1) as (proc,):  # started on an empty queue: its start-up is not counted
+        time.sleep(1)
+        started = writes(settings.broker_url)
+        job.celery.control.add_consumer("trips", destination=[proc.name], reply=True)
+        job.wait(timeout=600, poll_s=0.5)
+        worker = writes(settings.broker_url) - started
+    return producer / batches, worker / batches
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=5000)
@@ -67,17 +124,24 @@ def main() -> None:
                             max_inflight_batches=16, use_cache=False)
         with Timer() as loop_t:
             loop_done = plain_loop(settings, folder)
+        bare_s = bare_chain_seconds(settings, args.images)
         with workers(settings, 1):
             with Timer() as full_t:
                 job = submit(folder, settings)
                 progress = job.wait(timeout=600, poll_s=0.05)
         assert progress.outcomes.get("done") == args.images == loop_done, progress.outcomes
-    loop_rate, full_rate = args.images / loop_t.seconds, args.images / full_t.seconds
+        small = image_folder(Path(tmp) / "trips", min(args.images, 1024))
+        producer_trips, worker_trips = round_trips_per_batch(settings, small, min(args.images, 1024))
+    loop_rate, full_rate, bare_rate = args.images / loop_t.seconds, args.images / full_t.seconds, args.images / bare_s
     overhead_ms = 1000 * (1 / full_rate - 1 / loop_rate)
     report("overhead", f"Orchestration overhead, {args.images} images, batch {args.batch_size}, test engine",
            ["path", "seconds", "images/s"],
-           [["plain in-process loop", loop_t.seconds, loop_rate], ["full Celery + Redis path", full_t.seconds, full_rate]],
-           {"ratio full/loop": round(full_rate / loop_rate, 3), "overhead ms per image": round(overhead_ms, 3)})
+           [["plain in-process loop", loop_t.seconds, loop_rate],
+            ["bare Celery chain, 3 no-op tasks per batch (baseline)", bare_s, bare_rate],
+            ["full Celery + Redis path", full_t.seconds, full_rate]],
+           {"ratio full/bare chain": round(full_rate / bare_rate, 3), "ratio full/loop": round(full_rate / loop_rate, 3),
+            "overhead ms per image vs loop": round(overhead_ms, 3),
+            "Redis round trips per batch": {"producer": round(producer_trips, 1), "worker": round(worker_trips, 1)}})
 
 
 if __name__ == "__main__":

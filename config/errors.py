@@ -1,7 +1,14 @@
-"""One error hierarchy with one root; retryable errors apart from permanent ones.
+"""One error hierarchy with one root; the class of an error decides how it is handled.
 
 It lives in `config`, the package every other one may import, so workers, tasks and the
-producer all raise and catch the same classes.
+producer all raise and catch the same classes. What a stage does with each (app.tasks.run):
+
+| class                 | handling                                                           |
+|-----------------------|--------------------------------------------------------------------|
+| EngineDeadError       | drop the engine, rebuild it, retry the whole batch (task.retry)    |
+| BatchRejectedError    | split the batch, down to single images; a lone refusal is a record |
+| BrokerUnavailableError| retry the task later; the engine is healthy and is kept            |
+| PermanentError        | error records at once; retrying would give the same answer         |
 """
 
 
@@ -25,21 +32,37 @@ class PromptError(ConfigError):
     """A prompt file is missing or malformed."""
 
 
+class UnsupportedModelError(ConfigError):
+    """The model's family is known, but the installed vLLM cannot run it (the message says what can)."""
+
+
+class JobNotFoundError(PermanentError):
+    """No job with this id exists in Redis (never created, or expired)."""
+
+
+class JobStateError(PermanentError):
+    """The job is in a state that does not allow this command (finished, still submitting …)."""
+
+
 class ImageError(PermanentError):
-    """An input file is not a usable image (corrupt, too large, unreadable …)."""
+    """An input is not a usable image: unreachable, too large, corrupt, refused (one error record)."""
 
 
 class OutputParseError(PermanentError):
     """The model's output could not be parsed into the stage's result."""
 
 
-class EngineError(RetryableError):
-    """The inference engine failed on a batch (out of memory, crashed engine …)."""
+class EngineError(PipelineError):
+    """The inference engine failed; the subclass says whether the engine or the batch is at fault."""
 
 
-class BlobMissingError(PermanentError):
-    """A prepared image is no longer in the blob store (expired or deleted)."""
+class EngineDeadError(EngineError, RetryableError):
+    """The engine is gone or unusable (engine process died, would not start): rebuild and retry."""
+
+
+class BatchRejectedError(EngineError, PermanentError):
+    """The engine refused this batch (a bad request, out of memory for its size): split it."""
 
 
 class BrokerUnavailableError(RetryableError):
-    """Redis did not answer within the allowed time."""
+    """Redis did not answer, or refused a write (full): retry without touching the engine."""

@@ -7,21 +7,35 @@ Layout of a prompt directory (a user adds a category by editing files only):
     scoring_category_a.txt          scoring prompt for category A
     summary_default.txt / summary_category_a.txt
     summary_category_a.short.txt    a variant: every variant of a stage gives one more output
+
+Any prompt file may add a `==== SCHEMA ====` section with a JSON object schema: that stage's
+output is then decoded to the schema and its fields land in the record (config.output_schema).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import stat
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
 from config.errors import PromptError
+from config.output_schema import normalize_schema
 
 SYSTEM_MARK = re.compile(r"^=+\s*SYSTEM PROMPT\s*=+\s*$", re.M)
 USER_MARK = re.compile(r"^=+\s*USER PROMPT\s*=+\s*$", re.M)
+SCHEMA_MARK = re.compile(r"^=+\s*SCHEMA\s*=+\s*$", re.M)
+ANY_MARK = re.compile(r"^=+\s*(?:SYSTEM PROMPT|USER PROMPT|SCHEMA)\s*=+\s*$", re.M)
 CATEGORY_LINE = re.compile(r"^\s*[-*]?\s*Category\s+([A-Za-z0-9]+)\s*[:\-]\s*(.+?)\s*$", re.M)
+# C0/C1 controls other than tab, newline and CR, and the bidirectional overrides that make text
+# read differently from what it says: a terminal would obey them when `producer prompts` prints.
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+MAX_PROMPT_BYTES = 256 * 1024
 STAGE_FILE = re.compile(r"^(scoring|summary)_(default|category_([A-Za-z0-9]+))(?:\.([\w-]+))?\.txt$")
 
 
@@ -29,10 +43,14 @@ class Prompt(BaseModel, frozen=True):
     name: str
     system: str
     user: str
+    output_schema: dict[str, Any] | None = None  # from a SCHEMA section, normalized
 
     @property
     def digest(self) -> str:
-        return hashlib.sha256(f"{self.system}\x00{self.user}".encode()).hexdigest()[:12]
+        raw = f"{self.system}\x00{self.user}"
+        if self.output_schema is not None:  # prompts without a schema keep the hash they always had
+            raw += "\x00" + json.dumps(self.output_schema, sort_keys=True)
+        return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
     @property
     def ref(self) -> str:
@@ -67,12 +85,23 @@ class PromptSet(BaseModel, frozen=True):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
+def _split_schema(name: str, text: str) -> tuple[str, dict[str, Any] | None]:
+    """The text without its SCHEMA section, and that section's schema (normalized)."""
+    mark = SCHEMA_MARK.search(text)
+    if mark is None:
+        return text, None
+    following = ANY_MARK.search(text, mark.end())
+    end = following.start() if following else len(text)
+    return text[: mark.start()] + text[end:], normalize_schema(text[mark.end() : end].strip(), name)
+
+
 def parse_prompt(name: str, text: str) -> Prompt:
+    text, schema = _split_schema(name, text)
     sys_m, user_m = SYSTEM_MARK.search(text), USER_MARK.search(text)
     if user_m is None:
         if sys_m is not None:
             raise PromptError(f"prompt {name!r} has a SYSTEM section but no USER section")
-        return Prompt(name=name, system="", user=text.strip())
+        return Prompt(name=name, system="", user=text.strip(), output_schema=schema)
     if sys_m is not None and sys_m.start() < user_m.start():
         system = text[sys_m.end() : user_m.start()]
     else:
@@ -80,7 +109,7 @@ def parse_prompt(name: str, text: str) -> Prompt:
     user = text[user_m.end() :]
     if not user.strip():
         raise PromptError(f"prompt {name!r} has an empty USER section")
-    return Prompt(name=name, system=system.strip(), user=user.strip())
+    return Prompt(name=name, system=system.strip(), user=user.strip(), output_schema=schema)
 
 
 def extract_categories(prompt: Prompt) -> dict[str, str]:
@@ -93,11 +122,41 @@ def extract_categories(prompt: Prompt) -> dict[str, str]:
     return found
 
 
-def _read(path: Path) -> Prompt:
+def shown(text: str) -> str:
+    """Text safe to print: control characters as escapes, bytes that are not UTF-8 as \\xNN."""
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
+
+
+def read_prompt_text(path: Path, max_bytes: int = MAX_PROMPT_BYTES) -> str:
+    """A prompt file's text: a regular file, at most `max_bytes`, UTF-8, no control characters."""
+    where = f"prompt file {shown(str(path))}"
     try:
-        return parse_prompt(path.stem, path.read_text(encoding="utf-8"))
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise PromptError(f"{where} is not a regular file")
+            raw = fh.read(max_bytes + 1)  # never more than the limit, whatever fstat said
     except OSError as exc:
-        raise PromptError(f"cannot read prompt file {path}: {exc}") from exc
+        raise PromptError(f"cannot read {where}: {exc.strerror or exc}") from exc
+    if len(raw) > max_bytes:
+        raise PromptError(f"{where} is {st.st_size / 1024:.0f} KiB, over the limit of {max_bytes / 1024:.0f} KiB "
+                          "(setting max_prompt_bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PromptError(f"{where} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                          "is it a binary file?") from None
+    bad = CONTROL.search(path.name) or CONTROL.search(text)
+    if bad:
+        line = "its name" if CONTROL.search(path.name) else f"line {text.count(chr(10), 0, bad.start()) + 1}"
+        raise PromptError(f"{where} contains the control character U+{ord(bad.group()):04X} in {line}; "
+                          "only tab, newline and carriage return are allowed")
+    return text
+
+
+def _read(path: Path, max_bytes: int = MAX_PROMPT_BYTES) -> Prompt:
+    return parse_prompt(path.stem, read_prompt_text(path, max_bytes))
 
 
 def list_prompt_files(prompt_dir: Path) -> list[Path]:
@@ -106,13 +165,14 @@ def list_prompt_files(prompt_dir: Path) -> list[Path]:
     return sorted(p for p in prompt_dir.iterdir() if p.suffix == ".txt")
 
 
-def load_prompt_set(prompt_dir: Path, classification: str = "default") -> PromptSet:
+def load_prompt_set(prompt_dir: Path, classification: str = "default",
+                    max_bytes: int = MAX_PROMPT_BYTES) -> PromptSet:
     files = list_prompt_files(prompt_dir)
     cls_path = prompt_dir / f"classification_{classification}.txt"
     if not cls_path.is_file():
         names = [p.stem for p in files if p.stem.startswith("classification_")]
         raise PromptError(f"no classification prompt {cls_path.name}; available: {names}")
-    cls_prompt = _read(cls_path)
+    cls_prompt = _read(cls_path, max_bytes)
     tables: dict[str, dict[str, list[Prompt]]] = {"scoring": {}, "summary": {}}
     defaults: dict[str, list[Prompt]] = {"scoring": [], "summary": []}
     for path in files:
@@ -121,7 +181,7 @@ def load_prompt_set(prompt_dir: Path, classification: str = "default") -> Prompt
             continue
         stage, _, category, _variant = m.groups()
         target = defaults[stage] if category is None else tables[stage].setdefault(category.upper(), [])
-        target.append(_read(path))
+        target.append(_read(path, max_bytes))
     primary_first = lambda p: ("." in p.name, p.name)  # noqa: E731 - the unsuffixed file leads
     for table in (*tables.values(), defaults):
         for prompts in table.values():

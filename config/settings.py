@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,24 +20,56 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from config.serve import ServeSettings
+
 PACKAGE_PROMPT_DIR = Path(__file__).parent / "prompts"
 ENV_PREFIX = "VLMQ_"
 
 
 class StageSampling(BaseModel):
-    """Sampling for one stage; part of the stage's cache key."""
+    """Sampling for one stage; part of the stage's cache key. Unknown names are an error, not ignored."""
 
-    temperature: float = 0.0
-    top_p: float = 1.0
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=-1)  # 0 or -1: all tokens
+    min_p: float = Field(0.0, ge=0, le=1)
     max_tokens: int = Field(64, ge=1, le=8192)
     min_tokens: int = Field(0, ge=0)
     seed: int | None = 0
+    stop: list[str] = []
+    repetition_penalty: float = Field(1.0, gt=0)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+
+
+# Each stage's own defaults; a partial override (one field, from env, YAML or a flag) merges into them.
+STAGE_SAMPLING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "classify": {"max_tokens": 4},
+    "score": {"max_tokens": 96},
+    "summary": {"max_tokens": 192, "min_tokens": 1},  # never an empty summary
+}
 
 
 class Sampling(BaseModel):
-    classify: StageSampling = StageSampling(max_tokens=4)
-    score: StageSampling = StageSampling(max_tokens=96)
-    summary: StageSampling = StageSampling(max_tokens=192, min_tokens=1)  # never an empty summary
+    model_config = ConfigDict(extra="forbid")
+
+    classify: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["classify"])
+    score: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["score"])
+    summary: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["summary"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_stage_defaults(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        merged = dict(value)
+        for stage, defaults in STAGE_SAMPLING_DEFAULTS.items():
+            given = value.get(stage)
+            if isinstance(given, dict):
+                merged[stage] = {**defaults, **given}
+        return merged
 
 
 def config_file_candidates(component: str = "vlmq") -> list[Path]:
@@ -87,8 +120,11 @@ class Settings(BaseSettings):
     blob_ttl_s: int = Field(24 * 3600, ge=60)
     # A folder every worker can read (shared filesystem): prepared images go there, not into Redis.
     shared_dir: Path | None = None
-    max_attempts: int = Field(3, ge=1)  # deliveries of one task before it is dead-lettered
-    soft_shutdown_s: float = Field(10.0, ge=0)  # on SIGTERM, how long the running batch may finish
+    # A batch redelivered after its worker was lost runs one image at a time; an image that was
+    # running when its worker died max_attempts - 1 times (at least once) is dead-lettered.
+    max_attempts: int = Field(3, ge=1)
+    # On SIGTERM, how long the running batch may go on before it is handed back to Redis.
+    soft_shutdown_s: float = Field(0.0, ge=0)
     use_cache: bool = True
 
     # --- images ----------------------------------------------------------------------------
@@ -99,9 +135,23 @@ class Settings(BaseSettings):
     jpeg_quality: int = Field(90, ge=30, le=100)
     follow_symlinks: bool = False  # a symlink to a file outside the submitted root is refused otherwise
     report_other_files: bool = True  # files without an image extension get an error record
+    report_hidden_files: bool = True  # dotfiles and dot-folders get a "skipped: hidden" record each
     prepare_workers: int | None = None  # image-decoding processes; default: one per core
     decode_timeout_s: float = 30.0
     decode_memory_mb: int = 2048  # address-space limit of each decoding process
+    fetch_timeout_s: float = Field(30.0, gt=0)  # one URL's whole download (http/https only)
+    max_redirects: int = Field(3, ge=0, le=10)  # followed only to http(s) URLs
+    image_column: str = "image"  # Parquet / Arrow datasets: the column holding the image
+
+    # --- preparation on a CPU queue (app.prepare_task) -------------------------------------
+    # Set (e.g. "cpu"): the producer only lists sources and enqueues prepare tasks there, for
+    # `celery -A app worker -Q cpu -P prefork -c N` on any host; unset: its own pool prepares.
+    prepare_queue: str | None = None
+    prepare_chunk: int = Field(32, ge=1, le=4096)  # files or URLs per prepare task (table rows: 8x)
+    # On a CPU worker: the only folders whose files prepare tasks may open (shared storage mounted at
+    # the producer's paths). A prepare task is a message like any other: without this, a forged one
+    # could make the worker read any image on its host. Empty: local paths refused, URLs only.
+    prepare_roots: list[Path] = []
 
     # --- engine ----------------------------------------------------------------------------
     engine: Literal["vllm", "test"] = "vllm"
@@ -127,6 +177,7 @@ class Settings(BaseSettings):
     # --- prompts and conditions ------------------------------------------------------------
     prompt_dir: Path = PACKAGE_PROMPT_DIR
     classification_prompt: str = "default"
+    max_prompt_bytes: int = Field(256 * 1024, ge=1024)  # per prompt file; prompts travel with every job
     system_prompt: str = "You are a careful visual analyst. Answer exactly in the requested format."
     sampling: Sampling = Sampling()
     score_threshold: float | None = None
@@ -136,6 +187,9 @@ class Settings(BaseSettings):
     # --- observability ---------------------------------------------------------------------
     log_json: bool = True
     log_level: str = "INFO"
+
+    # --- HTTP service (producer serve) -----------------------------------------------------
+    serve: ServeSettings = ServeSettings()
 
     @field_validator("extensions")
     @classmethod
@@ -172,6 +226,19 @@ class Settings(BaseSettings):
         """A copy with CLI flags applied; `None` means "flag not given"."""
         given = {k: v for k, v in overrides.items() if v is not None}
         return self.model_validate({**self.model_dump(), **given}) if given else self
+
+
+def redact_url(url: str | None) -> str | None:
+    """The URL with its password replaced by '***', for anything written or shown."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6 literal
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -17,12 +17,13 @@ from celery import Celery
 from celery.result import AsyncResult, GroupResult
 from redis.exceptions import RedisError
 
+from app import redis_full
 from app.factory import create_app
 from app.heartbeat import live_workers
 from app.routing import Rebalancer
 from app.schemas import ImageRecord
 from app.store import JobProgress, JobStore
-from config.errors import PipelineError
+from config.errors import JobStateError, PipelineError
 from config.settings import Settings, load_settings
 from producers.submit import Submitter
 
@@ -53,6 +54,7 @@ class Job:
         rebalancer, next_rebalance = Rebalancer(self.store.r), time.monotonic()
         while True:
             try:
+                redis_full.check(self.store.r)  # say so while workers wait for room
                 progress = self.progress()
                 if time.monotonic() >= next_rebalance:  # move work off queues whose workers are gone
                     spec = self.store.load_spec(self.id)
@@ -63,8 +65,8 @@ class Job:
             if progress is not None:
                 if on_progress:
                     on_progress(progress)
-                if progress.finished or progress.status == "cancelled":
-                    return progress
+                if progress.finished or progress.status in ("cancelled", "interrupted"):
+                    return progress  # interrupted: nobody is submitting the rest; `producer resume`
             if deadline is not None and time.monotonic() > deadline:
                 raise PipelineError(f"job {self.id} not finished after {timeout:g} s")
             time.sleep(poll_s)
@@ -85,8 +87,18 @@ class Job:
         counts["running"] = {w["hostname"]: w["current"]["task"] for w in running}
         return counts
 
+    def refuse_if_over(self) -> None:
+        """A finished (or already cancelled) job has nothing left to cancel: say so, change nothing."""
+        progress = self.progress()
+        if progress.finished or progress.status in ("done", "cancelled"):
+            raise JobStateError(f"job {self.id} is {'done' if progress.finished else progress.status}: "
+                                "nothing left to cancel")
+
     def cancel(self) -> int:
-        """Mark cancelled, revoke unfinished chains, remove their queued messages; returns how many."""
+        """Mark cancelled, revoke unfinished chains, remove their queued messages; returns how many.
+
+        Refused (nothing written) for an unknown job; `refuse_if_over` is the check for a finished one."""
+        self.store.require_job(self.id)
         self.store.set_fields(self.id, status="cancelled")
         spec = self.store.load_spec(self.id)
         pending = [tid for batch, ids in self.store.chains(self.id).items()
@@ -97,9 +109,18 @@ class Job:
 
 
 def submit(folder: str | Path | list[str | Path], settings: Settings | None = None, recursive: bool = True,
-           queues: list[str] | None = None) -> Job:
+           queues: list[str] | None = None, job_id: str | None = None) -> Job:
+    """Submit a folder (or several) as a job. With the id of an interrupted job: finish that job."""
     settings = settings or load_settings()
     submitter = Submitter(settings)
     roots = folder if isinstance(folder, list) else [folder]
-    job_id = submitter.submit(roots, recursive=recursive, queues=queues)
+    job_id = submitter.submit(roots, recursive=recursive, queues=queues, job_id=job_id)
+    return Job(job_id, settings, submitter.celery, submitter.store)
+
+
+def resume(job_id: str, settings: Settings | None = None, queues: list[str] | None = None) -> Job:
+    """Finish a job whose producer was killed mid-submission; nothing already shipped goes twice."""
+    settings = settings or load_settings()
+    submitter = Submitter(settings)
+    submitter.resume(job_id, queues)
     return Job(job_id, settings, submitter.celery, submitter.store)

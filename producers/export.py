@@ -12,6 +12,7 @@ Output folder layout (what users of the three-stage pipeline know):
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,18 +20,24 @@ from pathlib import Path
 from app.schemas import ImageRecord
 
 FORMATS = ("jsonl", "csv", "parquet", "folder")
-CSV_COLUMNS = ["image", "sha256", "width", "height", "category", "score", "score_reasoning", "summary",
-               "summaries", "skipped", "error", "error_stage", "model", "prompts", "worker", "cached", "job_id"]
+# A spreadsheet runs a cell starting with these as a formula (OWASP "CSV injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+MAX_NAME_BYTES = 255  # one path component, on every common filesystem
+CSV_COLUMNS = ["image", "source", "sha256", "width", "height", "category", "category_reasoning", "score", "score_reasoning",
+               "summary", "fields", "summaries", "skipped", "error", "error_stage", "model", "prompts", "worker",
+               "cached", "job_id"]
 
 
 def flat_row(r: ImageRecord) -> dict[str, object]:
     """One flat row per record, for csv and parquet; lists and maps as JSON text."""
     return {
-        "image": r.image, "sha256": r.sha256, "width": r.width, "height": r.height,
+        "image": r.image, "source": r.source, "sha256": r.sha256, "width": r.width, "height": r.height,
         "category": r.classification.category if r.classification else None,
+        "category_reasoning": r.classification.reasoning if r.classification else None,
         "score": r.scoring.score if r.scoring else None,
         "score_reasoning": r.scoring.reasoning if r.scoring else None,
         "summary": r.summary.summary if r.summary else None,
+        "fields": json.dumps(r.fields, ensure_ascii=False),  # what prompts' SCHEMA sections asked for
         "summaries": json.dumps([s.model_dump() for s in r.summaries], ensure_ascii=False),
         "skipped": json.dumps(r.skipped, ensure_ascii=False),
         "error": r.error, "error_stage": r.error_stage, "model": r.model,
@@ -46,11 +53,16 @@ def write_jsonl(records: Sequence[ImageRecord], path: Path) -> Path:
     return path
 
 
+def inert(value: object) -> object:
+    """A text cell a spreadsheet will not evaluate: a leading formula character gets a quote."""
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
 def write_csv(records: Sequence[ImageRecord], path: Path) -> Path:
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(flat_row(r) for r in records)
+        writer.writerows({k: inert(v) for k, v in flat_row(r).items()} for r in records)
     return path
 
 
@@ -60,9 +72,10 @@ def write_parquet(records: Sequence[ImageRecord], path: Path) -> Path:
 
     rows = [flat_row(r) for r in records]
     schema = pa.schema([
-        ("image", pa.string()), ("sha256", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
-        ("category", pa.string()), ("score", pa.float64()), ("score_reasoning", pa.string()),
-        ("summary", pa.string()), ("summaries", pa.string()), ("skipped", pa.string()), ("error", pa.string()),
+        ("image", pa.string()), ("source", pa.string()), ("sha256", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
+        ("category", pa.string()), ("category_reasoning", pa.string()), ("score", pa.float64()),
+        ("score_reasoning", pa.string()), ("summary", pa.string()), ("fields", pa.string()),
+        ("summaries", pa.string()), ("skipped", pa.string()), ("error", pa.string()),
         ("error_stage", pa.string()), ("model", pa.string()), ("prompts", pa.string()), ("worker", pa.string()),
         ("cached", pa.bool_()), ("job_id", pa.string()),
     ])
@@ -70,9 +83,21 @@ def write_parquet(records: Sequence[ImageRecord], path: Path) -> Path:
     return path
 
 
+def _component(part: str, suffix: str = "") -> str:
+    """One path component of at most 255 bytes: an over-long one keeps its start and gets a hash
+    of the whole, so it stays readable, deterministic and distinct (the record has the full name)."""
+    whole = part + suffix
+    if len(whole.encode()) <= MAX_NAME_BYTES:
+        return whole
+    digest = hashlib.sha256(part.encode()).hexdigest()[:16]
+    room = MAX_NAME_BYTES - len(suffix.encode()) - len(digest) - 1
+    return f"{part.encode()[:room].decode('utf-8', 'ignore')}~{digest}{suffix}"
+
+
 def _safe_name(image: str) -> str:
     # keep the folder structure readable but never escape the output folder
-    return image.replace("\\", "/").lstrip("/").replace("../", "__/") + ".json"
+    parts = [p if p != ".." else "__" for p in image.replace("\\", "/").split("/") if p not in ("", ".")] or ["_"]
+    return "/".join([_component(p) for p in parts[:-1]] + [_component(parts[-1], ".json")])
 
 
 def write_folder(records: Sequence[ImageRecord], out: Path) -> Path:

@@ -113,20 +113,23 @@ class RedisServer:
         self.stop()
 
 
-# A solo-pool worker cannot run Celery's soft-shutdown timer while a batch occupies it, so a plain
-# SIGTERM waits for the whole batch. Remapped to a cold shutdown, it stops the batch at once and
-# its unacknowledged message goes back to Redis for another worker. Read by billiard at import,
-# so it must be in the worker's environment from the start.
+# A plain SIGTERM is Celery's warm shutdown: it waits for the whole batch. Remapped to a cold
+# shutdown, the batch's unacknowledged message goes back to Redis at once for another worker
+# (app.pool). Read by billiard at import, so it must be in the worker's environment from the start.
 WORKER_ENV = {"REMAP_SIGTERM": "SIGQUIT"}
 
 
 class WorkerProcess:
-    """`celery -A app worker -Q QUEUE -c 1` as a child process in its own session."""
+    """`celery -A app worker -Q QUEUE -c 1`, a child process in its own session.
+
+    No `-P`: the app's `worker_pool` setting picks app.pool.HandBackPool (the CLI accepts only
+    Celery's own pool names)."""
 
     def __init__(self, queue: str, env: dict[str, str], name: str | None = None,
                  log_file: str | Path | None = None, extra_args: list[str] | None = None,
-                 prefix: list[str] | None = None, cwd: str | Path | None = None) -> None:
+                 prefix: list[str] | None = None, cwd: str | Path | None = None, app: str = "app") -> None:
         self.queue = queue
+        self.app = app  # the Celery application module (`celery -A APP`)
         self.name = name or f"{queue}@{socket.gethostname()}"
         self.env = env
         self.log_file = Path(log_file) if log_file else None
@@ -136,8 +139,11 @@ class WorkerProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
-        args = [*self.prefix, sys.executable, "-m", "celery", "-A", "app", "worker", "-Q", self.queue, "-c", "1",
-                "-P", "solo", "-n", self.name, "--without-gossip", "--without-mingle",
+        # The pool comes from the app's configuration (one batch at a time); extra_args may choose
+        # another (a CPU worker: -P prefork -c N); given twice, an option's first value wins.
+        concurrency = [] if {"-c", "--concurrency"} & set(self.extra_args) else ["-c", "1"]
+        args = [*self.prefix, sys.executable, "-m", "celery", "-A", self.app, "worker", "-Q", self.queue, *concurrency,
+                "-n", self.name, "--without-gossip", "--without-mingle",
                 "--loglevel", "INFO", *self.extra_args]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.proc = subprocess.Popen(args, env={**os.environ, **WORKER_ENV, **self.env}, stdout=out, stderr=subprocess.STDOUT,

@@ -2,32 +2,116 @@
 
 A file that hangs the decoder times out; one that crashes it (segfault, memory limit) is
 retried alone to find the culprit. Either way it becomes an error record and the scan goes on.
+URLs are downloaded here too, in the decoding processes (in parallel, never in the producer).
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import ctypes
 import os
 import resource
+import signal
+import threading
+from multiprocessing import context as mp_context
+from multiprocessing import popen_forkserver, spawn
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
-from producers.prepare import Failed, Prepared, PrepareLimits, prepare_file
+from dataclasses import replace
+
+from app.decode import Failed, Prepared, PrepareLimits, prepare_file
+from app.entries import Entry, prepare_entry
 from producers.scan import ScanEntry
 
+AnyEntry = ScanEntry | Entry  # a scanned file, or an entry of any source (file, URL, bytes)
 
-def _failed(entry: ScanEntry, exc: BaseException) -> Failed:
+
+def _failed(entry: AnyEntry, exc: BaseException) -> Failed:
     # Order matters where this is caught: futures' TimeoutError is an OSError and BrokenProcessPool
     # a RuntimeError, so their own handlers must come first.
     return Failed(entry.name, f"decoding failed: {type(exc).__name__}: {exc or 'out of memory'}")
 
 
-def _limit_memory(memory_mb: int) -> None:
+def _sourced(entry: AnyEntry, result: Prepared | Failed) -> Prepared | Failed:
+    source = getattr(entry, "source", None)
+    return replace(result, source=source) if source is not None and result.source is None else result
+
+
+def _init_decoder(memory_mb: int) -> None:
+    """In each decoding process: bounded memory, and death with its parent."""
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    die_with_parent()
+
+
+def die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent exits, however the parent ends.
+
+    The producer is the fork server's parent (producers.decoder_guard), the fork server every
+    decoding process's; without this a SIGKILLed producer left them running for minutes.
+    """
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the pool's own shutdown still stops them
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1
+_LAUNCH_LOCK = threading.Lock()
+
+
+class _NoMainPopen(popen_forkserver.Popen):
+    """Starts a decoding process without re-running the user's `__main__` in it.
+
+    multiprocessing tells every child where the parent's main script is, and the child runs it
+    (as `__mp_main__`) before anything else: a script calling `submit()` without an
+    `if __name__ == "__main__":` guard submitted again from each decoding process. These
+    processes run only `producers.prepare`, importable by name, so the script is left out of
+    the preparation data. multiprocessing has no option for it: the lookup is swapped for the
+    duration of one launch, under a lock.
+    """
+
+    def _launch(self, process_obj) -> None:
+        with _LAUNCH_LOCK:
+            original = spawn.get_preparation_data
+
+            def without_main(name):
+                data = original(name)
+                data.pop("init_main_from_path", None)
+                data.pop("init_main_from_name", None)
+                return data
+
+            spawn.get_preparation_data = without_main
+            try:
+                super()._launch(process_obj)
+            finally:
+                spawn.get_preparation_data = original
+
+
+class _DecoderProcess(mp_context.ForkServerProcess):
+    @staticmethod
+    def _Popen(process_obj):
+        return _NoMainPopen(process_obj)
+
+
+class DecoderContext(mp_context.ForkServerContext):
+    """The fork server's context, preloading only the decoder (never `__main__`)."""
+
+    Process = _DecoderProcess
+
+
+def decoder_context() -> DecoderContext:
+    ctx = DecoderContext()
+    # the default preloads `__main__`, the user's script; the guard ties the server to the producer
+    ctx.set_forkserver_preload(["producers.decoder_guard", "producers.prepare"])
+    return ctx
 
 
 class PreparePool:
@@ -43,8 +127,8 @@ class PreparePool:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=mp.get_context("forkserver"),
-                initializer=_limit_memory, initargs=(self.memory_mb,),
+                self.workers, mp_context=decoder_context(),
+                initializer=_init_decoder, initargs=(self.memory_mb,),
             )
         return self._executor
 
@@ -61,13 +145,24 @@ class PreparePool:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    def _submit(self, entry: ScanEntry) -> Future:
-        return self._pool().submit(self.prepare, str(entry.path), entry.name, self.limits)
+    def _submit(self, entry: AnyEntry) -> Future:
+        if isinstance(entry, ScanEntry):
+            return self._pool().submit(self.prepare, str(entry.path), entry.name, self.limits, entry.root)
+        if entry.kind == "file":
+            return self._pool().submit(self.prepare, entry.path, entry.name, self.limits, entry.root)
+        return self._pool().submit(prepare_entry, entry, self.limits)
 
-    def _alone(self, entry: ScanEntry) -> Prepared | Failed:
+    def _wait_s(self, entry: AnyEntry) -> float:
+        """A URL gets its download's time limit on top of the decoding one."""
+        return self.timeout_s + (self.limits.fetch_timeout_s if getattr(entry, "kind", "file") == "url" else 0)
+
+    def _alone(self, entry: AnyEntry) -> Prepared | Failed:
         """Run one suspect entry by itself, so a crash can be pinned on it."""
+        return _sourced(entry, self._alone_result(entry))
+
+    def _alone_result(self, entry: AnyEntry) -> Prepared | Failed:
         try:
-            return self._submit(entry).result(timeout=self.timeout_s)
+            return self._submit(entry).result(timeout=self._wait_s(entry))
         except FutureTimeout:
             self._reset()
             return Failed(entry.name, f"decoding took longer than {self.timeout_s:g} s (refused)")
@@ -77,8 +172,13 @@ class PreparePool:
         except (MemoryError, OSError, ValueError, RuntimeError) as exc:
             return _failed(entry, exc)
 
-    def map(self, entries: Iterable[ScanEntry]) -> Iterator[Prepared | Failed]:
-        window: deque[tuple[ScanEntry, Future | None]] = deque()
+    def map(self, entries: Iterable[AnyEntry]) -> Iterator[Prepared | Failed]:
+        """Results in the entries' order, each carrying its entry's source."""
+        for entry, result in self._map(entries):
+            yield _sourced(entry, result)
+
+    def _map(self, entries: Iterable[AnyEntry]) -> Iterator[tuple[AnyEntry, Prepared | Failed]]:
+        window: deque[tuple[AnyEntry, Future | None]] = deque()
         depth = self.workers * 4
         it = iter(entries)
         exhausted = False
@@ -95,19 +195,20 @@ class PreparePool:
                 return
             entry, future = window.popleft()
             if future is None:
-                yield Failed(entry.name, entry.problem or "refused")
+                yield entry, Failed(entry.name, entry.problem or "refused")
                 continue
             try:
-                yield future.result(timeout=self.timeout_s)
+                yield entry, future.result(timeout=self._wait_s(entry))
             except FutureTimeout:
                 self._reset()
-                yield Failed(entry.name, f"decoding took longer than {self.timeout_s:g} s (refused)")
+                yield entry, Failed(entry.name, f"decoding took longer than {self._wait_s(entry):g} s (refused)")
                 window = deque((e, self._submit(e) if f is not None else None) for e, f in window)
             except BrokenProcessPool:
                 self._reset()
                 suspects = [(entry, True)] + [(e, f is not None) for e, f in window]
                 window.clear()
                 for suspect, decodable in suspects:
-                    yield self._alone(suspect) if decodable else Failed(suspect.name, suspect.problem or "refused")
+                    yield suspect, (self._alone_result(suspect) if decodable
+                                   else Failed(suspect.name, suspect.problem or "refused"))
             except (MemoryError, OSError, ValueError, RuntimeError) as exc:  # raised inside the worker
-                yield _failed(entry, exc)
+                yield entry, _failed(entry, exc)

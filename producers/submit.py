@@ -1,69 +1,46 @@
-"""Submit folders as a job: prepared images → dedupe → cache → blobs → one chain per batch.
+"""Submit what the user points at as a job: prepared images → dedupe → cache → blobs → one chain per batch.
 
-Memory stays bounded whatever the folder size: files are streamed, at most two batches of
+Memory stays bounded whatever the input size: entries are streamed, at most two batches of
 prepared bytes are held here, duplicates are found through Redis (not a local set), and at
-most `max_inflight_batches` batches wait in Redis at once (backpressure).
+most `max_inflight_batches` batches wait in Redis at once (backpressure). With a prepare queue
+set (settings.prepare_queue), preparation runs on CPU workers instead: producers.remote.
 """
 
 from __future__ import annotations
 
-import time
+import os
+import socket
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from celery import Celery
 from celery.result import AsyncResult, GroupResult
 
+from app.decode import Failed, Prepared, PrepareLimits
 from app.factory import create_app
-from app.heartbeat import live_queues
-from app.pipeline import batch_chain, chain_task_ids
-from app.routing import least_loaded
-from app.schemas import BatchState, ImageRecord, ImageRef, ItemState, JobSpec
+from app.schemas import ItemState, JobSpec
+from app.shipping import PREPARE_QUEUES_KEY, PUBLISH_RETRY, Shipper, SubmitStats, limits_from, useful_edge, write_failure  # noqa: F401
 from app.store import JobStore
-from config.errors import ConfigError
-from config.prompts import load_prompt_set
+from config.errors import JobNotFoundError, JobStateError
+from config.prompts import PromptSet, load_prompt_set
 from config.settings import Settings
+from producers import sources
+from producers.lease import LEASE_TTL_S, LeaseKeeper
 from producers.pool import PreparePool
-from producers.prepare import Failed, Prepared, PrepareLimits
-from producers.scan import scan
-from workers.registry import resolve_spec
-
-
-@dataclass
-class SubmitStats:
-    scanned: int = 0
-    failed: int = 0
-    cached: int = 0
-    duplicates: int = 0
-    shipped: int = 0
-    batches: int = 0
-    started: float = field(default_factory=time.time)
+from producers.scan import display_name
 
 
 ProgressFn = Callable[[SubmitStats], None]
-# Ride out a Redis restart (about a minute) before a publish is given up as failed.
-PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
 
 
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
 
-def useful_edge(settings: Settings) -> int:
-    """The downscale target: the settings' edge, capped at what the model's processor uses."""
-    if settings.engine != "vllm":
-        return settings.max_image_edge
-    try:
-        return min(settings.max_image_edge, resolve_spec(settings.model, settings.model_family).max_image_edge)
-    except ConfigError:  # unknown family: the worker will say so; the settings' edge is safe
-        return settings.max_image_edge
-
-
-def limits_from(settings: Settings) -> PrepareLimits:
-    return PrepareLimits(settings.max_file_bytes, settings.max_pixels, useful_edge(settings),
-                         settings.jpeg_quality)
+def root_names(roots: Sequence[str | Path]) -> list[str]:
+    """How the job spec lists its inputs: local paths resolved, URLs as given."""
+    return [display_name(str(r) if sources.has_scheme(str(r)) else str(Path(r).resolve())) for r in roots]
 
 
 class Submitter:
@@ -76,138 +53,113 @@ class Submitter:
         # the unread pubsub traffic piles up. .get()/.join() still subscribe when called.
         self.celery.backend.on_task_call = lambda producer, task_id: None
         self.store = store or JobStore.from_settings(settings)
-        self._next_queue = 0
-        self._data: dict[str, bytes] = {}  # prepared bytes of items resolved but not yet shipped
+        self._owner = f"{socket.gethostname()}:{os.getpid()}"  # who holds the job's submission lease
+
+    def preflight(self) -> tuple[PromptSet, PrepareLimits]:
+        """What a job needs that the settings alone decide; raises (bad prompt files, a model this
+        vLLM cannot run) before any job exists."""
+        s = self.settings
+        return load_prompt_set(s.prompt_dir, s.classification_prompt, s.max_prompt_bytes), limits_from(s)
 
     def submit(self, roots: Sequence[str | Path], recursive: bool = True, queues: Sequence[str] | None = None,
-               job_id: str | None = None, progress: ProgressFn | None = None) -> str:
+               job_id: str | None = None, progress: ProgressFn | None = None,
+               failures: Sequence[Failed] = ()) -> str:
+        """Submit ROOTS as a new job; with the id of an interrupted job, finish that job instead.
+
+        `failures`: inputs that never became files (e.g. URLs that could not be fetched); each
+        gets its error record and counts in the job's total like a file that failed to decode."""
+        if job_id and self.store.load_spec(job_id) is not None:  # a job, not fields set ahead of it
+            return self.resume(job_id, queues, progress)
         s = self.settings
-        job_id = job_id or new_job_id()
-        # explicit queues, else those live workers serve now, else the settings' list
-        self.explicit_queues = list(queues) if queues else None
-        self.queues = self.explicit_queues or live_queues(self.store.r) or list(s.queues)
-        self._queues_checked = time.monotonic()
-        prompts = load_prompt_set(s.prompt_dir, s.classification_prompt)
-        spec = JobSpec.from_settings(s, job_id, prompts, [str(Path(r).resolve()) for r in roots])
-        spec.queues = list(self.queues)
+        sources.check_sources(roots, s)  # a missing path or a table without the column: nothing created
+        self.spec = self.create_job(roots, queues, job_id, recursive)
+        job_id = self.spec.job_id
+        if not self.store.take_lease(job_id, self._owner, LEASE_TTL_S):
+            raise JobStateError(f"job {job_id} is being submitted by another producer")
+        for failed in failures:
+            write_failure(self.store, job_id, failed.name, failed.reason, failed.sha256, failed.source)
+        if s.prepare_queue:
+            from producers.remote import submit_remote
+
+            with LeaseKeeper(self.store, job_id):
+                return submit_remote(self, roots, recursive, progress, already=len(failures))
+        return self._submit(roots, recursive, progress, already=len(failures))
+
+    def resume(self, job_id: str, queues: Sequence[str] | None = None, progress: ProgressFn | None = None) -> str:
+        """Finish an interrupted submission: every image once, nothing already shipped shipped again."""
+        spec = self.store.load_spec(job_id)
+        if spec is None:
+            raise JobNotFoundError(f"no job {job_id} in Redis (never created, or expired)")
+        status = self.store.progress(job_id).status
+        if status != "interrupted":
+            raise JobStateError(f"job {job_id} is {status}: only an interrupted submission can be resumed")
+        if not self.store.take_lease(job_id, self._owner, LEASE_TTL_S):
+            raise JobStateError(f"job {job_id} is being resumed by another producer")
+        # the job's own settings, not today's: the same batches, prompts and conditions
+        self.settings = self.settings.with_overrides(batch_size=spec.batch_size, use_cache=spec.use_cache)
         self.spec = spec
-        self.store.create_job(spec)
-        stats = SubmitStats()
+        self.shipper = Shipper(self.settings, self.celery, self.store, spec, queues, resuming=True)
+        return self._submit(spec.roots, spec.recursive, progress)  # the roots as the job recorded them
+
+    def _submit(self, roots: Sequence[str | Path], recursive: bool, progress: ProgressFn | None,
+                already: int = 0) -> str:
+        s, job_id = self.settings, self.spec.job_id
+        stats = SubmitStats(scanned=already, failed=already)
+        self._first_batch = self.store.chain_count(job_id)  # a resume numbers its batches after the others
         pending: list[Prepared] = []
         to_ship: list[ItemState] = []
-        pool = PreparePool(limits_from(s), s.prepare_workers, s.decode_timeout_s, s.decode_memory_mb)
-        entries = scan(roots, recursive, s.extensions, s.follow_symlinks, s.report_other_files)
+        limits = limits_from(s)
+        pool = PreparePool(limits, s.prepare_workers, s.decode_timeout_s, s.decode_memory_mb)
+        entries = sources.entries(roots, recursive, s, limits, s.image_column)
         try:
-            for result in pool.map(entries):
-                stats.scanned += 1
-                if isinstance(result, Failed):
-                    stats.failed += 1
-                    self.store.write_records([ImageRecord.failure(result.name, job_id, result.reason,
-                                                                  sha256=result.sha256)])
-                else:
-                    pending.append(result)
-                    if len(pending) >= s.batch_size:
-                        to_ship += self._resolve(pending, stats)
-                        pending = []
-                while len(to_ship) >= s.batch_size:
-                    self._ship(to_ship[: s.batch_size], stats)
-                    to_ship = to_ship[s.batch_size :]
-                if progress and stats.scanned % 64 == 0:
-                    progress(stats)
-            to_ship += self._resolve(pending, stats)
-            for start in range(0, len(to_ship), s.batch_size):
-                self._ship(to_ship[start : start + s.batch_size], stats)
+            with LeaseKeeper(self.store, job_id):
+                for result in pool.map(entries):
+                    stats.scanned += 1
+                    if isinstance(result, Failed):
+                        stats.failed += 1
+                        write_failure(self.store, job_id, result.name, result.reason, result.sha256, result.source)
+                    else:
+                        pending.append(result)
+                        if len(pending) >= s.batch_size:
+                            to_ship += self.shipper.resolve(pending, stats)
+                            pending = []
+                    while len(to_ship) >= s.batch_size:
+                        self._ship(to_ship[: s.batch_size], stats)
+                        to_ship = to_ship[s.batch_size :]
+                    if stats.scanned % 256 == 0:  # a running count for `producer status` while the total is unknown
+                        self.store.set_fields(job_id, scanned=stats.scanned)
+                    if progress and stats.scanned % 64 == 0:
+                        progress(stats)
+                to_ship += self.shipper.resolve(pending, stats)
+                for start in range(0, len(to_ship), s.batch_size):
+                    self._ship(to_ship[start : start + s.batch_size], stats)
+                if not self.store.is_cancelled(job_id):
+                    self.store.set_fields(job_id, total=stats.scanned, status="submitted",
+                                          batches=self._first_batch + stats.batches)
         finally:
             pool.close()
-        if not self.store.is_cancelled(job_id):
-            self.store.set_fields(job_id, total=stats.scanned, status="submitted", batches=stats.batches)
         self.save_group(job_id)
         self.store.mark_finished_if_complete(job_id)
         if progress:
             progress(stats)
         return job_id
 
-    def _resolve(self, prepared: list[Prepared], stats: SubmitStats) -> list[ItemState]:
-        """Drop what is already known: duplicates of this job and images in the record cache."""
-        if not prepared:
-            return []
-        job_id = self.spec.job_id
-        by_sha: dict[str, list[Prepared]] = {}
-        for p in prepared:
-            by_sha.setdefault(p.sha256, []).append(p)
-        owners = self.store.claim_shas(job_id, {sha: ps[0].name for sha, ps in by_sha.items()})
-        fresh = {sha: ps for sha, ps in by_sha.items() if owners[sha] is None}
-        for sha, ps in by_sha.items():
-            if owners[sha] is not None:  # shipped earlier in this job: process once, record each
-                for p in ps:
-                    stats.duplicates += 1
-                    self.store.add_alias(job_id, sha, owners[sha], p.name)
-        shas = list(fresh)
-        cached = self.store.cached_records(self.spec.fingerprint, shas) if self.spec.use_cache else [None] * len(shas)
-        items = []
-        for sha, hit in zip(shas, cached):
-            names = [p.name for p in fresh[sha]]
-            if hit is not None:
-                stats.cached += len(names)
-                self.store.write_records([hit.model_copy(update={"image": n, "job_id": job_id, "cached": True,
-                                                                 "worker": None}) for n in names])
-                continue
-            first = fresh[sha][0]
-            ref = ImageRef(sha256=sha, names=names, width=first.width, height=first.height, blob="")
-            items.append(ItemState(ref=ref))
-            self._data[sha] = first.data
-        return items
+    def create_job(self, roots: Sequence[str | Path], queues: Sequence[str] | None, job_id: str | None,
+                   recursive: bool = True) -> JobSpec:
+        s = self.settings
+        job_id = job_id or new_job_id()
+        prompts, _ = self.preflight()
+        spec = JobSpec.from_settings(s, job_id, prompts, root_names(roots))
+        spec.recursive = recursive
+        if s.prepare_queue:
+            self.store.r.sadd(PREPARE_QUEUES_KEY, s.prepare_queue)  # GPU chains are never sent there
+        self.shipper = Shipper(s, self.celery, self.store, spec, queues)
+        spec.queues = list(self.shipper.queues)
+        self.store.create_job(spec)
+        return spec
 
     def _ship(self, items: list[ItemState], stats: SubmitStats) -> None:
-        s, job_id = self.settings, self.spec.job_id
-        if not items or not self._wait_for_room(job_id):
-            return
-        blobs = {i.ref.sha256: self._data.pop(i.ref.sha256) for i in items}
-        if s.shared_dir:
-            keys = self._write_shared(job_id, blobs)
-        else:
-            keys = self.store.put_blobs(job_id, blobs, s.blob_ttl_s)
-        for item in items:
-            item.ref.blob = keys[item.ref.sha256]
-        batch_id = f"{job_id}-b{stats.batches:06d}"
-        batch = BatchState(job_id=job_id, batch_id=batch_id, items=items)
-        queue = self._pick_queue()
-        # published first: a batch counted as sent is one Redis has (a failed publish raises here)
-        batch_chain(self.celery, batch, queue).apply_async(retry=True, retry_policy=PUBLISH_RETRY)
-        self.store.add_chain(job_id, batch_id, chain_task_ids(batch_id))
-        stats.batches += 1
-        stats.shipped += sum(len(i.ref.names) for i in items)
-
-    def _pick_queue(self) -> str:
-        """The least-loaded queue; the live set is refreshed every few seconds unless queues were given."""
-        if self.explicit_queues is None and time.monotonic() - self._queues_checked > 5:
-            self.queues = live_queues(self.store.r) or self.queues
-            self._queues_checked = time.monotonic()
-        rotated = self.queues[self._next_queue % len(self.queues):] + self.queues[: self._next_queue % len(self.queues)]
-        self._next_queue += 1
-        queue = least_loaded(self.store.r, rotated)
-        if queue not in self.spec.queues:  # remembered, so Job.wait can rebalance it later
-            self.spec.queues.append(queue)
-            self.store.set_fields(self.spec.job_id, spec=self.spec.model_dump_json())
-        return queue
-
-    def _write_shared(self, job_id: str, blobs: dict[str, bytes]) -> dict[str, str]:
-        folder = Path(self.settings.shared_dir) / job_id
-        folder.mkdir(parents=True, exist_ok=True)
-        keys = {}
-        for sha, data in blobs.items():
-            path = folder / f"{sha}.jpg"
-            path.write_bytes(data)
-            keys[sha] = str(path)
-        return keys
-
-    def _wait_for_room(self, job_id: str) -> bool:
-        """Block while too many batches are in flight; False once the job is cancelled."""
-        while self.store.batches_in_flight(job_id) >= self.settings.max_inflight_batches:
-            if self.store.is_cancelled(job_id):
-                return False
-            time.sleep(0.02)
-        return not self.store.is_cancelled(job_id)
+        self.shipper.ship(items, f"{self.spec.job_id}-b{self._first_batch + stats.batches:06d}", stats)
 
     def save_group(self, job_id: str) -> GroupResult:
         """Save the job as a GroupResult of the chains' last tasks: `GroupResult.restore(job_id)`."""

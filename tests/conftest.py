@@ -14,6 +14,13 @@ from app.store import JobStore
 from config.settings import Settings
 from producers.local import RedisServer, WorkerProcess
 
+# Tests see only the settings they make: no VLMQ_* variable of the user's shell, and no config file
+# (./vlmq.yaml, ~/.vlmq/config.yaml …) — an empty one is named instead, and the workers inherit that.
+for _name in [n for n in os.environ if n.startswith("VLMQ_") and n != "VLMQ_TEST_REDIS_URL"]:
+    del os.environ[_name]
+_EMPTY_CONFIG = Path(__file__).parent / "empty-config.yaml"
+os.environ["VLMQ_CONFIG"] = str(_EMPTY_CONFIG)
+
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory) -> str:
@@ -61,11 +68,12 @@ def start_worker(settings, celery_app, tmp_path):
     started: list[WorkerProcess] = []
 
     def start(queue: str | None = None, timeout: float = 60, prefix: list[str] | None = None, cwd=None,
-              app=None, **env: str) -> WorkerProcess:
+              app=None, extra_args: list[str] | None = None, **env: str) -> WorkerProcess:
         queue = queue or settings.queues[0]
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}@test"
         log = tmp_path / f"worker-{len(started)}.log"
-        proc = WorkerProcess(queue, worker_env(settings, **env), name=name, log_file=log, prefix=prefix, cwd=cwd).start()
+        proc = WorkerProcess(queue, worker_env(settings, **env), name=name, log_file=log, prefix=prefix, cwd=cwd,
+                             extra_args=extra_args).start()
         started.append(proc)
         proc.wait_ready(app or celery_app, timeout)
         return proc

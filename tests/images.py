@@ -67,7 +67,7 @@ def make_bad_files(folder: Path) -> dict[str, str]:
     return dict(BAD_FILES)
 
 
-def prepare_or_hang(path, name, limits):
+def prepare_or_hang(path, name, limits, within=None):
     """A decode function that never returns for files named hang*: a stuck decoder."""
     import time
 
@@ -75,4 +75,4 @@ def prepare_or_hang(path, name, limits):
 
     if name.startswith("hang"):
         time.sleep(3600)
-    return prepare_file(path, name, limits)
+    return prepare_file(path, name, limits, within)

@@ -9,6 +9,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -167,19 +169,39 @@ def test_an_engine_failing_on_chosen_images_fails_only_those(fault_settings, fle
     assert all("test engine told to fail" in r.error and r.error_stage == "classify" for r in failed.values())
 
 
-def test_a_poison_batch_that_kills_its_worker_every_time_is_dead_lettered(fault_settings, fleet, tmp_path):
-    names = make_good_images(tmp_path / "images", 60, size=(48, 32))
-    poison = hashlib.sha256((tmp_path / "images" / names[25]).read_bytes()).hexdigest()
+def test_one_poison_image_in_a_batch_of_32_is_dead_lettered_alone_and_can_be_requeued(
+        fault_settings, fleet, tmp_path):
+    names = make_good_images(tmp_path / "images", 32, size=(48, 32))
+    poison_name = names[13]
+    poison = hashlib.sha256((tmp_path / "images" / poison_name).read_bytes()).hexdigest()
+    settings = fault_settings.with_overrides(batch_size=32)
     workers = fleet(1, VLMQ_TEST_ENGINE_EXIT_ON=f'["{poison[:16]}"]', VLMQ_MAX_ATTEMPTS="3")
-    job = submit(tmp_path / "images", fault_settings)
-    job.wait(timeout=180)
-    outcomes = account(job, names, f"poison batch, {workers.restarts} worker restarts")
-    store = JobStore.from_settings(fault_settings)
-    dead = [d for d in store.dead_letters() if d.startswith(job.id)]
-    assert len(dead) == 1 and "delivered 4 times" in dead[0]
-    assert workers.restarts >= 3
-    assert outcomes == {"done": 50, "failed": 10}  # the poisoned batch (10 images) only
-    assert all("dead-lettered" in r.error for r in job.records() if r.error)
+    job = submit(tmp_path / "images", settings)
+    job.wait(timeout=240)
+    outcomes = account(job, names, f"one poison image in a batch of 32, {workers.restarts} worker restarts")
+    assert outcomes == {"done": 31, "failed": 1}
+    failed = [r for r in job.records() if r.error]
+    assert failed[0].image == poison_name and "dead-lettered" in failed[0].error
+    env = {**os.environ, "VLMQ_BROKER_URL": settings.broker_url, "COLUMNS": "500"}
+    listed = subprocess.run([sys.executable, "-m", "producers.cli", "dead", "--job", job.id], env=env,
+                            capture_output=True, text=True, timeout=60)
+    store = JobStore.from_settings(settings)
+    [letter] = store.dead_letters(job.id)
+    print(f"\n[dead letters]\n{listed.stdout}")
+    assert listed.returncode == 0 and letter.id in listed.stdout and poison_name in listed.stdout
+    assert letter.ref.sha256 == poison and store.r.exists(letter.ref.blob), "its prepared bytes are kept"
+    requeued = subprocess.run([sys.executable, "-m", "producers.cli", "dead", "--requeue", letter.id], env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert requeued.returncode == 0, requeued.stderr
+    batch_id = requeued.stdout.split("as batch ")[1].strip()
+    assert store.dead_letters(job.id) == [] or store.dead_letters(job.id)[0].batch_id == batch_id
+    # it still kills its worker: delivered, isolated again, and dead-lettered again from its new batch
+    deadline = time.monotonic() + 120
+    while not any(d.batch_id == batch_id for d in store.dead_letters(job.id)):
+        assert time.monotonic() < deadline, "the requeued image was never delivered"
+        time.sleep(0.5)
+    print(f"[requeue] {letter.id} went out as {batch_id} and came back: {store.dead_letters(job.id)[0].reason}")
+    assert account(job, names, "after the requeue") == {"done": 31, "failed": 1}
 
 
 def test_a_corpus_of_hundreds_of_bad_files_among_good_ones_ends_with_one_record_each(

@@ -27,7 +27,7 @@ def get(url: str) -> object:
 def flower(settings, tmp_path):
     port = free_port()
     log = open(tmp_path / "flower.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "app", "flower", f"--port={port}",
+    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "app", "flower", "--port", str(port),  # the README's form
                              f"--basic-auth={AUTH}"], env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url},
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"

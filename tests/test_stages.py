@@ -2,9 +2,11 @@
 
 import hashlib
 
+import pytest
+
 from app.schemas import BatchState, ImageRef, ItemState, JobSpec
 from app.stages import MemoryCache, StageContext, run_stage
-from config.errors import EngineError
+from config.errors import BatchRejectedError, EngineDeadError
 from config.prompts import load_prompt_set
 from config.settings import PACKAGE_PROMPT_DIR, Settings
 from tests.images import jpeg_bytes
@@ -22,7 +24,7 @@ class CountingEngine(DeterministicTestEngine):
     def generate(self, requests):
         self.batch_sizes.append(len(requests))
         if any(r.image_key in self.poison for r in requests):
-            raise EngineError("out of memory")
+            raise BatchRejectedError("out of memory")
         return super().generate(requests)
 
 
@@ -63,6 +65,20 @@ def test_a_failing_batch_is_split_until_only_the_bad_image_fails():
     assert [i.ref.sha256 for i in failed] == [bad]
     assert "out of memory" in failed[0].error and failed[0].error_stage == "classify"
     assert engine.batch_sizes[:5] == [8, 4, 4, 2, 1]
+
+
+class DeadEngine(CountingEngine):
+    def generate(self, requests):
+        self.batch_sizes.append(len(requests))
+        raise EngineDeadError("engine process died")
+
+
+def test_a_dead_engine_is_not_split_but_raised_for_the_task_to_rebuild_it():
+    batch, images = make_batch(32)
+    engine = DeadEngine()
+    with pytest.raises(EngineDeadError):
+        run_all(batch, images, engine)
+    assert engine.batch_sizes == [32]  # one call, not 63
 
 
 def test_the_threshold_skips_summaries_and_says_why():

@@ -73,3 +73,53 @@ def test_a_sigkilled_vllm_worker_leaves_no_engine_processes_once_a_worker_starts
     while orphaned_engines() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert orphaned_engines() == []
+
+
+def _session_processes(sid: int, title: bytes) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if int(stat[3]) == sid and cmdline.startswith(title):
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.faults
+def test_a_sigkilled_engine_process_is_rebuilt_mid_job_and_every_image_is_done_then_an_idle_worker_exits_fast(
+        settings, start_worker, image_dir, tiny_model, tmp_path):
+    import signal
+    import time
+
+    names = make_good_images(image_dir, 24, size=(320, 240))
+    worker = start_worker(timeout=120, VLMQ_ENGINE="vllm", VLMQ_MODEL=str(tiny_model), VLMQ_DTYPE="float32",
+                          VLMQ_ENFORCE_EAGER="true", VLMQ_MAX_MODEL_LEN="1024", VLLM_CPU_KVCACHE_SPACE="1")
+    settings = settings.with_overrides(engine="vllm", model=str(tiny_model), batch_size=8)
+    settings.sampling.score.max_tokens = 256  # room for the whole regex-bounded answer
+    job = submit(image_dir, settings)
+    deadline = time.monotonic() + 400
+    while job.progress().accounted < 8:  # the first batch is through: the engine runs
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    [engine_core] = _session_processes(worker.proc.pid, b"VLLM::EngineCore")
+    os.kill(engine_core, signal.SIGKILL)
+    progress = job.wait(timeout=500)
+    log = (tmp_path / "worker-0.log").read_text()
+    records = job.records()
+    print(f"\n[EngineCore SIGKILL] outcomes {progress.outcomes}; engine loads {log.count('loading engine')}; "
+          f"retries after a dead engine {log.count('EngineDeadError')}")
+    assert sorted(r.image for r in records) == sorted(names)
+    assert progress.outcomes == {"done": 24}, [r.error for r in records if r.error]
+    assert log.count("loading engine") == 2 and "EngineDeadError" in log
+    assert _session_processes(worker.proc.pid, b"VLLM::EngineCore") not in ([], [engine_core])  # a new one
+    time.sleep(2)  # idle now, with a loaded engine
+    stopped = time.monotonic()
+    worker.stop(timeout=60)
+    took = time.monotonic() - stopped
+    print(f"[idle vLLM worker] SIGTERM to exit: {took:.1f} s")
+    assert took < 15

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from config.settings import Settings, StageSampling
 from workers.formats import OutputFormat
@@ -24,6 +24,18 @@ class EngineRequest:
     sampling: StageSampling
     format: OutputFormat = "text"
     choices: list[str] = field(default_factory=list)
+    schema: dict | None = None  # format "json": the JSON schema the output must satisfy (None: any object)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One output with what the engine knows about it (chat requests report usage)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"  # "stop" or "length", as OpenAI's API says
+    estimated: bool = False  # token counts estimated, not counted by a tokenizer
 
 
 class Engine(Protocol):
@@ -32,7 +44,14 @@ class Engine(Protocol):
     model_id: str
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[str]:
-        """One engine call for the whole batch; raises EngineError if the batch failed."""
+        """One engine call for the whole batch.
+
+        Raises EngineDeadError when the engine itself is gone, BatchRejectedError when it refused
+        this batch (config.errors says what each leads to).
+        """
+
+    def complete(self, requests: Sequence[EngineRequest]) -> list[Completion]:
+        """Like generate, with token counts and finish reasons."""
 
     def stats(self) -> dict[str, float]:
         """Counters worth showing (e.g. prefix-cache queries and hits)."""

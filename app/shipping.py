@@ -1,0 +1,210 @@
+"""Prepared images → dedupe → cache → blobs → one GPU chain per batch; shared by both preparers.
+
+The producer's own pool (producers.submit) and a prepare task on a CPU queue (app.prepare_task)
+ship batches through this one code path, so duplicates, the record cache, claim-check blobs,
+queue choice and the in-flight bound behave the same wherever the images were prepared.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celery import Celery
+
+from app import redis_full
+from app.decode import Prepared, PrepareLimits
+from app.heartbeat import live_queues
+from app.pipeline import batch_chain, chain_task_ids
+from app.routing import least_loaded
+from app.schemas import BatchState, ImageRecord, ImageRef, ItemState, JobSpec
+from app.store import JobStore
+from config.errors import ConfigError, UnsupportedModelError
+from config.settings import Settings
+from workers.registry import resolve_spec
+
+# Queues that prepare tasks use (CPU workers): never a destination for a GPU chain.
+PREPARE_QUEUES_KEY = "vlmq:prepare-queues"
+# Ride out a Redis restart (about a minute) before a publish is given up as failed.
+PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
+
+
+@dataclass
+class SubmitStats:
+    scanned: int = 0
+    failed: int = 0
+    cached: int = 0
+    duplicates: int = 0  # extra copies of an image already in the job (processed once, recorded each)
+    shipped: int = 0  # unique images sent to workers
+    resumed: int = 0  # handled before an interruption: not shipped again
+    batches: int = 0
+    started: float = field(default_factory=time.time)
+
+
+def useful_edge(settings: Settings) -> int:
+    """The downscale target: the settings' edge, capped at what the model's processor uses."""
+    if settings.engine != "vllm":
+        return settings.max_image_edge
+    try:
+        return min(settings.max_image_edge, resolve_spec(settings.model, settings.model_family).max_image_edge)
+    except UnsupportedModelError:  # known, and not runnable: refused before a job exists
+        raise
+    except ConfigError:  # unknown family: the worker will say so; the settings' edge is safe
+        return settings.max_image_edge
+
+
+def limits_from(settings: Settings) -> PrepareLimits:
+    return PrepareLimits(settings.max_file_bytes, settings.max_pixels, useful_edge(settings),
+                         settings.jpeg_quality, fetch_timeout_s=settings.fetch_timeout_s,
+                         max_redirects=settings.max_redirects)
+
+
+def alias_sources_key(job_id: str) -> str:
+    """name → source of duplicate copies (their records are written from the original's)."""
+    return JobStore.key(job_id, "alias-sources")
+
+
+def alias_sources(store: JobStore, job_id: str, names: Sequence[str]) -> dict[str, str]:
+    if not names:
+        return {}
+    found = store.r.hmget(alias_sources_key(job_id), list(names))
+    return {n: v.decode() for n, v in zip(names, found) if v is not None}
+
+
+class Shipper:
+    """Resolves prepared images against the job and the cache, and ships batches of the rest."""
+
+    def __init__(self, settings: Settings, celery_app: Celery, store: JobStore, spec: JobSpec,
+                 queues: Sequence[str] | None = None, resuming: bool = False) -> None:
+        self.settings, self.celery, self.store, self.spec = settings, celery_app, store, spec
+        self.resuming = resuming  # finishing an interrupted submission: skip what it already handled
+        self.explicit_queues = list(queues) if queues else None  # else those live workers serve now
+        self.queues = self.explicit_queues or self.live_gpu_queues() or list(spec.queues or settings.queues)
+        self._queues_checked = time.monotonic()
+        self._next_queue = 0
+        self._data: dict[str, bytes] = {}  # prepared bytes of items resolved but not yet shipped
+
+    def live_gpu_queues(self) -> list[str]:
+        cpu = {q.decode() for q in self.store.r.smembers(PREPARE_QUEUES_KEY)}
+        return [q for q in live_queues(self.store.r) if q not in cpu]
+
+    def resolve(self, prepared: list[Prepared], stats: SubmitStats) -> list[ItemState]:
+        """Drop what is already known: duplicates of this job and images in the record cache.
+
+        A sha claimed under the very name claiming it again is this preparer's own earlier attempt
+        (a redelivered prepare task): it stays fresh, so the redo ships the same batches.
+        """
+        if not prepared:
+            return []
+        job_id = self.spec.job_id
+        by_sha: dict[str, list[Prepared]] = {}
+        for p in prepared:
+            by_sha.setdefault(p.sha256, []).append(p)
+        owners = self.store.claim_shas(job_id, {sha: ps[0].name for sha, ps in by_sha.items()})
+        if self.resuming:  # claimed by the interrupted run itself: ship it again unless it was shipped
+            mine = {sha: ps[0].name for sha, ps in by_sha.items() if owners[sha] == ps[0].name}
+            handled = self.store.already_handled(job_id, mine)
+            stats.resumed += sum(len(by_sha[sha]) for sha in handled)
+            by_sha = {sha: ps for sha, ps in by_sha.items() if sha not in handled}
+        fresh = {sha: ps for sha, ps in by_sha.items() if owners[sha] in (None, ps[0].name)}
+        stats.duplicates += sum(len(ps) - 1 for ps in fresh.values())  # copies merged into one item
+        for sha, ps in by_sha.items():
+            if sha not in fresh:  # shipped earlier in this job: process once, record each
+                for p in ps:
+                    stats.duplicates += 1
+                    self.add_alias(sha, owners[sha], p)
+        shas = list(fresh)
+        cached = self.store.cached_records(self.spec.fingerprint, shas) if self.spec.use_cache else [None] * len(shas)
+        items = []
+        for sha, hit in zip(shas, cached):
+            if hit is not None:
+                stats.cached += len(fresh[sha])
+                self.store.write_records([hit.model_copy(update={"image": p.name, "source": p.source, "job_id": job_id,
+                                                                 "cached": True, "worker": None})
+                                          for p in fresh[sha]])
+                continue
+            first = fresh[sha][0]
+            ref = ImageRef(sha256=sha, names=[p.name for p in fresh[sha]], width=first.width, height=first.height,
+                           blob="", sources={p.name: p.source for p in fresh[sha] if p.source is not None})
+            items.append(ItemState(ref=ref))
+            self._data[sha] = first.data
+        return items
+
+    def add_alias(self, sha: str, canonical: str, copy: Prepared) -> None:
+        if copy.source is not None:  # before the alias: whoever writes its record finds its source
+            self.store.r.hset(alias_sources_key(self.spec.job_id), copy.name, copy.source)
+            self.store.r.expire(alias_sources_key(self.spec.job_id), self.store.ttl)
+        self.store.add_alias(self.spec.job_id, sha, canonical, copy.name)
+        if copy.source is not None:  # add_alias may have written it from the original's record
+            rec = self.store.record(self.spec.job_id, copy.name)
+            if rec is not None and rec.source != copy.source:
+                self.store.write_records([rec.model_copy(update={"source": copy.source})])
+
+    def ship(self, items: list[ItemState], batch_id: str, stats: SubmitStats,
+             reserve: Callable[[str], bool] | None = None) -> bool:
+        """Blobs, then the batch's chain; False if nothing was sent (cancelled, or already sent).
+
+        `reserve(batch_id)` waits for room and claims the batch atomically (prepare tasks, many
+        at once); without it, this one producer waits until fewer than the limit are in flight.
+        """
+        job_id = self.spec.job_id
+        if not items:
+            return False
+        if not (reserve(batch_id) if reserve else self.wait_for_room()):
+            for item in items:
+                self._data.pop(item.ref.sha256, None)
+            return False
+        blobs = {i.ref.sha256: self._data.pop(i.ref.sha256) for i in items}
+        keys = self._write_shared(blobs) if self.settings.shared_dir else \
+            self.store.put_blobs(job_id, blobs, self.settings.blob_ttl_s)
+        for item in items:
+            item.ref.blob = keys[item.ref.sha256]
+        batch = BatchState(job_id=job_id, batch_id=batch_id, items=items)
+        # published first: a batch counted as sent is one Redis has (a failed publish raises here)
+        batch_chain(self.celery, batch, self.pick_queue()).apply_async(retry=True, retry_policy=PUBLISH_RETRY)
+        self.store.add_chain(job_id, batch_id, chain_task_ids(batch_id), [i.ref.sha256 for i in items])
+        stats.batches += 1
+        stats.shipped += len(items)  # unique images; their duplicate copies are counted apart
+        return True
+
+    def pick_queue(self) -> str:
+        """The least-loaded queue; the live set is refreshed every few seconds unless queues were given."""
+        if self.explicit_queues is None and time.monotonic() - self._queues_checked > 5:
+            self.queues = self.live_gpu_queues() or self.queues
+            self._queues_checked = time.monotonic()
+        n = self._next_queue % len(self.queues)
+        self._next_queue += 1
+        queue = least_loaded(self.store.r, self.queues[n:] + self.queues[:n])
+        if queue not in self.spec.queues:  # remembered, so Job.wait can rebalance it later
+            self.spec.queues.append(queue)
+            self.store.set_fields(self.spec.job_id, spec=self.spec.model_dump_json())
+        return queue
+
+    def _write_shared(self, blobs: dict[str, bytes]) -> dict[str, str]:
+        folder = Path(self.settings.shared_dir) / self.spec.job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        keys = {}
+        for sha, data in blobs.items():
+            path = folder / f"{sha}.jpg"
+            path.write_bytes(data)
+            keys[sha] = str(path)
+        return keys
+
+    def wait_for_room(self) -> bool:
+        """Block while too many batches are in flight; False once the job is cancelled."""
+        job_id, checked = self.spec.job_id, time.monotonic()
+        while self.store.batches_in_flight(job_id) >= self.settings.max_inflight_batches:
+            if self.store.is_cancelled(job_id):
+                return False
+            if time.monotonic() - checked > 1:  # workers may be waiting for a full Redis: say so
+                redis_full.check(self.store.r)
+                checked = time.monotonic()
+            time.sleep(0.02)
+        return not self.store.is_cancelled(job_id)
+
+
+def write_failure(store: JobStore, job_id: str, name: str, reason: str, sha256: str | None = None,
+                  source: str | None = None) -> None:
+    store.write_records([ImageRecord.failure(name, job_id, reason, sha256=sha256, source=source)])

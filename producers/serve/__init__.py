@@ -1,0 +1,1 @@
+"""`producer serve`: the fleet behind an HTTP API (OpenAI-compatible chat, jobs, health, metrics)."""
