@@ -11,6 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from app import refs
+from app.results import ResultsDataset
 from app.schemas import ItemState, JobSpec
 from app.store import JobStore
 from config.errors import JobNotFoundError
@@ -29,6 +30,7 @@ class WorkerRuntime:
         self.on_engine_state: Callable[[], None] = lambda: None  # the heartbeat's nudge, set by app.lifecycle
         self._lock = threading.Lock()
         self._specs: OrderedDict[str, JobSpec] = OrderedDict()
+        self._datasets: dict[str, ResultsDataset] = {}
         # The chain's later stages run right after the first on this worker: keep the bytes.
         self._images: OrderedDict[str, bytes] = OrderedDict()
         self._image_cache_size = image_cache_size
@@ -68,6 +70,11 @@ class WorkerRuntime:
                 engine.close()
             except Exception:  # already dead; nothing left to release
                 log.warning("engine close failed", exc_info=True)
+
+    def dataset(self, location: str) -> ResultsDataset:
+        if location not in self._datasets:
+            self._datasets[location] = ResultsDataset(location)
+        return self._datasets[location]
 
     def spec(self, job_id: str) -> JobSpec:
         if job_id not in self._specs:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from config.prompts import PromptSet
-from config.settings import Sampling, Settings
+from config.settings import Sampling, Settings, resolve_location
 from workers.engine import engine_model_id
 
 Stage = Literal["classify", "score", "summary"]
@@ -36,6 +37,10 @@ class JobSpec(BaseModel):
     use_cache: bool = True
     batch_size: int = 32
     queues: list[str] = []
+    # The results dataset (app.results): where records go, and whether workers may write there.
+    results: str = ""
+    results_host: str = ""  # the producer's host: a worker there reaches a local results folder too
+    results_shared: bool = False  # every worker reaches `results` (a shared folder or an object store)
 
     @classmethod
     def from_settings(cls, settings: Settings, job_id: str, prompts: PromptSet, roots: list[str]) -> JobSpec:
@@ -52,7 +57,16 @@ class JobSpec(BaseModel):
             use_cache=settings.use_cache,
             batch_size=settings.batch_size,
             queues=settings.queues,
+            results=resolve_location(settings.results_dir),
+            results_host=socket.gethostname(),
+            results_shared=settings.results_shared,
         )
+
+    def worker_writes_results(self) -> bool:
+        """Whether a worker on this host may write the job's records into the dataset itself."""
+        if not self.results:
+            return False
+        return self.results_shared or "://" in self.results or socket.gethostname() == self.results_host
 
     @property
     def fingerprint(self) -> str:

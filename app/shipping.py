@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from collections import OrderedDict
 from pathlib import Path
 
 from celery import Celery
@@ -19,6 +20,7 @@ from app.decode import Prepared, PrepareLimits
 from app.heartbeat import live_queues
 from app.pipeline import batch_chain, chain_task_ids
 from app.routing import least_loaded
+from app.results import ResultsDataset
 from app.schemas import BatchState, ImageRecord, ImageRef, ItemState, JobSpec
 from app.store import JobStore
 from config.errors import ConfigError, UnsupportedModelError
@@ -85,6 +87,8 @@ class Shipper:
         self._queues_checked = time.monotonic()
         self._next_queue = 0
         self._data: dict[str, bytes] = {}  # prepared bytes of items resolved but not yet shipped
+        self.dataset = ResultsDataset(spec.results) if spec.results else None
+        self._hits: OrderedDict[str, ImageRecord] = OrderedDict()  # recent cache hits, for their duplicates
 
     def live_gpu_queues(self) -> list[str]:
         cpu = {q.decode() for q in self.store.r.smembers(PREPARE_QUEUES_KEY)}
@@ -116,11 +120,14 @@ class Shipper:
                     stats.duplicates += 1
                     self.add_alias(sha, owners[sha], p)
         shas = list(fresh)
-        cached = self.store.cached_records(self.spec.fingerprint, shas) if self.spec.use_cache else [None] * len(shas)
+        cached = self.cached_records(shas) if self.spec.use_cache else [None] * len(shas)
         items = []
         for sha, hit in zip(shas, cached):
             if hit is not None:
                 stats.cached += len(fresh[sha])
+                self._hits[sha] = hit
+                while len(self._hits) > 10_000:
+                    self._hits.popitem(last=False)
                 self.store.write_records([hit.model_copy(update={"image": p.name, "source": p.source, "job_id": job_id,
                                                                  "cached": True, "worker": None})
                                           for p in fresh[sha]])
@@ -132,15 +139,45 @@ class Shipper:
             self._data[sha] = first.data
         return items
 
+    def cached_records(self, shas: list[str]) -> list[ImageRecord | None]:
+        """Records of earlier jobs with the same settings, read from the parts the cache index names."""
+        parts = self.store.indexed_parts(self.spec.fingerprint, shas)
+        if self.dataset is None or not any(parts):
+            return [None] * len(shas)
+        found: dict[str, ImageRecord] = {}
+        by_part: dict[str, list[str]] = {}
+        for sha, part in zip(shas, parts):
+            if part is not None:
+                by_part.setdefault(part, []).append(sha)
+        for part, wanted in by_part.items():
+            job_id, _, name = part.partition("/")
+            found.update(self.dataset.find(self.dataset.part_path(job_id, name), wanted))
+        return [found.get(sha) for sha in shas]
+
     def add_alias(self, sha: str, canonical: str, copy: Prepared) -> None:
+        """Record a copy of an image this job already has, once, from the original's record."""
+        job_id = self.spec.job_id
         if copy.source is not None:  # before the alias: whoever writes its record finds its source
-            self.store.r.hset(alias_sources_key(self.spec.job_id), copy.name, copy.source)
-            self.store.r.expire(alias_sources_key(self.spec.job_id), self.store.ttl)
-        self.store.add_alias(self.spec.job_id, sha, canonical, copy.name)
-        if copy.source is not None:  # add_alias may have written it from the original's record
-            rec = self.store.record(self.spec.job_id, copy.name)
-            if rec is not None and rec.source != copy.source:
-                self.store.write_records([rec.model_copy(update={"source": copy.source})])
+            self.store.r.hset(alias_sources_key(job_id), copy.name, copy.source)
+            self.store.r.expire(alias_sources_key(job_id), self.store.ttl)
+        batch_id, done = self.store.add_alias(job_id, sha, copy.name)
+        if batch_id is not None and not done:
+            return  # the worker writes it when the original's batch is done (app.tasks)
+        original = self.store.record(job_id, canonical) or self._hits.get(sha)
+        if original is None and self.dataset is not None:
+            path = self.dataset.part_path(job_id, batch_id) if batch_id else None
+            original = (self.dataset.find(path, [sha]) if path else {}).get(sha) or self.find_in_job(sha)
+        if original is not None:
+            self.store.write_records([original.model_copy(update={"image": copy.name, "source": copy.source})])
+
+    def find_in_job(self, sha: str) -> ImageRecord | None:
+        """The record of an image anywhere in this job's dataset (a collector moved it: rare)."""
+        assert self.dataset is not None
+        for path in self.dataset.parts(self.spec.job_id):
+            found = self.dataset.find(path, [sha])
+            if found:
+                return found[sha]
+        return None
 
     def ship(self, items: list[ItemState], batch_id: str, stats: SubmitStats,
              reserve: Callable[[str], bool] | None = None) -> bool:

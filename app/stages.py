@@ -22,21 +22,26 @@ from workers.formats import (JSON_MIN_TOKENS, OutputFormat, asks_for_reasoning, 
                              classification_schema, parse_choice, parse_score, parse_text)
 
 
+# Stages whose outputs are cached per image (short: a category, a score). A summary is long; whole
+# records come back from the record cache (its index in Redis, the records in the dataset).
+STAGE_CACHED: tuple[Stage, ...] = ("classify", "score")
+
+
 class ResultCache(Protocol):
-    def get_many(self, keys: Sequence[str]) -> list[str | None]: ...
-    def set_many(self, values: Mapping[str, str]) -> None: ...
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[str | None]: ...
+    def set_many(self, values: Mapping[tuple[str, str], str]) -> None: ...
 
 
 class MemoryCache:
     """An in-process ResultCache, for tests and single-process use."""
 
     def __init__(self) -> None:
-        self.data: dict[str, str] = {}
+        self.data: dict[tuple[str, str], str] = {}
 
-    def get_many(self, keys: Sequence[str]) -> list[str | None]:
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
         return [self.data.get(k) for k in keys]
 
-    def set_many(self, values: Mapping[str, str]) -> None:
+    def set_many(self, values: Mapping[tuple[str, str], str]) -> None:
         self.data.update(values)
 
 
@@ -86,11 +91,11 @@ def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
             for p in spec.prompts.for_stage(stage, category)]
 
 
-def cache_key(stage: Stage, unit: Unit, spec: JobSpec) -> str:
+def cache_key(stage: Stage, unit: Unit, spec: JobSpec) -> tuple[str, str]:
+    """(what the stage was asked, which image): the cache keeps one small hash per stage config."""
     sampling = getattr(spec.sampling, stage).model_dump_json()
-    raw = "|".join([stage, unit.item.ref.sha256, unit.prompt.ref, spec.system_prompt, spec.model,
-                    sampling, ",".join(unit.choices)])
-    return "cache:" + hashlib.sha256(raw.encode()).hexdigest()
+    raw = "|".join([stage, unit.prompt.ref, spec.system_prompt, spec.model, sampling, ",".join(unit.choices)])
+    return hashlib.sha256(raw.encode()).hexdigest()[:24], unit.item.ref.sha256
 
 
 def generate_resilient(engine: Engine, requests: list[EngineRequest]) -> list[str | PipelineError]:
@@ -145,7 +150,7 @@ def run_stage(stage: Stage, batch: BatchState, ctx: StageContext) -> BatchState:
     started = time.perf_counter()
     units = [u for item in batch.items for u in plan(stage, item, ctx.spec)]
     keys = [cache_key(stage, u, ctx.spec) for u in units]
-    use_cache = ctx.cache is not None and ctx.spec.use_cache
+    use_cache = ctx.cache is not None and ctx.spec.use_cache and stage in STAGE_CACHED
     cached = ctx.cache.get_many(keys) if use_cache and keys else [None] * len(units)
     todo = [i for i, hit in enumerate(cached) if hit is None]
     images = ctx.images([units[i].item for i in todo]) if todo else {}
@@ -165,7 +170,7 @@ def run_stage(stage: Stage, batch: BatchState, ctx: StageContext) -> BatchState:
                                       schema=unit.schema))
         sent.append(i)
     outputs: dict[int, str | PipelineError] = dict(zip(sent, generate_resilient(ctx.engine(), requests) if requests else []))
-    fresh: dict[str, str] = {}
+    fresh: dict[tuple[str, str], str] = {}
     hit_items: dict[int, bool] = {}
     for i, unit in enumerate(units):
         out = cached[i] if cached[i] is not None else outputs.get(i)

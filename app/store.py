@@ -1,7 +1,8 @@
-"""Everything the system keeps in Redis besides Celery's own keys: jobs, records, blobs, caches.
+"""Everything the system keeps in Redis besides Celery's own keys: jobs, in-flight state, blobs.
 
-Writes are idempotent: records are hash fields keyed by image name and batch completion is set
-membership, so a batch redone after a worker kill overwrites and never double-counts.
+What Redis holds of records (a staging window, counters, the cache index) is app.record_window's.
+Writes are idempotent: batch completion is set membership, so a batch redone after a worker kill
+overwrites and never double-counts.
 """
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from redis.retry import Retry
 
 from app import redis_full
 from app.heartbeat import PREFIX as ALIVE_PREFIX
+from app.record_window import P, RecordWindow
 from app.routing import level_keys
 from app.schemas import DeadLetter, ImageRecord, JobSpec
 from config.errors import JobNotFoundError
 from config.settings import Settings
 
-P = "vlmq:"
-CACHE_TTL_S = 90 * 24 * 3600
+# A finished job's per-image state: deleted once its records are collected. Per-batch state (sent,
+# chains, done: a few bytes an image) stays with the job, so a late redelivery still finds its batch done.
+IN_FLIGHT_PARTS = ("shas", "shipped", "named", "alias-sources", "records")
 
 
 def redis_client(settings: Settings, url: str | None = None, retry_s: float = 60.0) -> redis.Redis:
@@ -70,7 +73,7 @@ class JobProgress(BaseModel):
         return self.total is not None and self.accounted >= self.total
 
 
-class JobStore:
+class JobStore(RecordWindow):
     jobs_key = f"{P}jobs"  # sorted set of job ids by creation time
 
     def __init__(self, client: redis.Redis, job_ttl_s: int = 30 * 24 * 3600) -> None:
@@ -82,10 +85,6 @@ class JobStore:
         return cls(redis_client(settings), settings.job_ttl_s)
 
     # --- keys ------------------------------------------------------------------------------
-    @staticmethod
-    def key(job_id: str, part: str = "") -> str:
-        return f"{P}job:{job_id}" + (f":{part}" if part else "")
-
     @staticmethod
     def blob_key(job_id: str, sha256: str) -> str:
         return f"{P}blob:{job_id}:{sha256}"
@@ -143,8 +142,8 @@ class JobStore:
         pipe = self.r.pipeline()
         pipe.sadd(self.key(job_id, "sent"), batch_id)
         pipe.hset(self.key(job_id, "chains"), batch_id, ",".join(task_ids))
-        if shas:
-            pipe.sadd(self.key(job_id, "shipped"), *shas)
+        if shas:  # which batch carries each image: a duplicate found later asks whether it is done
+            pipe.hset(self.key(job_id, "shipped"), mapping={sha: batch_id for sha in shas})
         for part in ("sent", "chains", "shipped"):
             pipe.expire(self.key(job_id, part), self.ttl)
         pipe.execute()
@@ -158,10 +157,17 @@ class JobStore:
         if not shas:
             return set()
         pipe = self.r.pipeline(transaction=False)
-        pipe.smismember(self.key(job_id, "shipped"), shas)
-        pipe.hmget(self.key(job_id, "records"), [first_names[s] for s in shas])
-        shipped, records = pipe.execute()
-        return {sha for sha, sent, rec in zip(shas, shipped, records) if sent or rec is not None}
+        pipe.hmget(self.key(job_id, "shipped"), shas)
+        pipe.hmget(self.key(job_id, "named"), [first_names[s] for s in shas])
+        shipped, named = pipe.execute()
+        return {sha for sha, sent, rec in zip(shas, shipped, named) if sent or rec}
+
+    def batch_of(self, job_id: str, sha256: str) -> tuple[str | None, bool]:
+        """The batch that carries an image, and whether that batch is done."""
+        raw = self.r.hget(self.key(job_id, "shipped"), sha256)
+        if raw is None:
+            return None, False
+        return raw.decode(), self.is_batch_done(job_id, raw.decode())
 
     def chains(self, job_id: str) -> dict[str, list[str]]:
         raw = self.r.hgetall(self.key(job_id, "chains"))
@@ -197,51 +203,51 @@ class JobStore:
             total += self.r.strlen(key)
         return total
 
-    # --- records ---------------------------------------------------------------------------
-    def write_records(self, records: Iterable[ImageRecord], pipe: Any = None) -> None:
-        own = pipe is None
-        pipe = self.r.pipeline() if own else pipe
-        jobs = set()
-        for rec in records:
-            jobs.add(rec.job_id)
-            pipe.hset(self.key(rec.job_id, "records"), rec.image, rec.model_dump_json())
-            pipe.hset(self.key(rec.job_id, "outcome"), rec.image, f"{rec.outcome}|{rec.worker or '-'}")
-        for job_id in jobs:
-            for part in ("records", "outcome"):
-                pipe.expire(self.key(job_id, part), self.ttl)
-        if own:
-            pipe.execute()
+    # --- batches done --------------------------------------------------------------------------
+    def finish_batch(self, job_id: str, batch_id: str, records: Sequence[ImageRecord], blob_keys: Sequence[str],
+                     fingerprint: str, written: str | None, result_id: str | None = None,
+                     attempt_keys: Sequence[str] = ()) -> None:
+        """A batch's records are in: counters, the cache index and blob deletion in one transaction.
 
-    def finish_batch(self, job_id: str, batch_id: str, records: Sequence[ImageRecord],
-                     blob_keys: Sequence[str], record_cache: Mapping[str, str]) -> None:
-        """Records, batch completion, record cache and blob deletion in one transaction."""
+        `written` is the dataset part that holds them; None: they wait in the staging window."""
         pipe = self.r.pipeline(transaction=True)
-        self.write_records(records, pipe)
-        pipe.sadd(self.key(job_id, "done"), batch_id)
-        pipe.expire(self.key(job_id, "done"), self.ttl)
-        for key, value in record_cache.items():
-            pipe.set(key, value, ex=CACHE_TTL_S)
+        if written is None:
+            self.write_records(records, pipe)
+            pipe.sadd(self.key(job_id, "done"), batch_id)
+            pipe.expire(self.key(job_id, "done"), self.ttl)
+        else:
+            self.count_batch(job_id, batch_id, records, pipe)
+            good = sorted({r.sha256 for r in records if r.error is None and r.sha256})
+            if fingerprint:
+                self.index_records(fingerprint, f"{job_id}/{written}", good, pipe)
         if blob_keys:
             pipe.delete(*blob_keys)
+        for key in attempt_keys:  # the chain's delivery counters: done, so kept only a little longer
+            pipe.expire(key, 300)
+        if result_id:  # the chain's stored result, for a collector to free (app.collect)
+            pipe.sadd(self.key(job_id, "results"), result_id)
+            pipe.expire(self.key(job_id, "results"), self.ttl)
         pipe.execute()
 
-    def records(self, job_id: str) -> list[ImageRecord]:
-        raw = self.r.hgetall(self.key(job_id, "records"))
-        return sorted((ImageRecord.model_validate_json(v) for v in raw.values()), key=lambda r: r.image)
-
-    def record(self, job_id: str, name: str) -> ImageRecord | None:
-        raw = self.r.hget(self.key(job_id, "records"), name)
-        return ImageRecord.model_validate_json(raw) if raw else None
-
-    def mark_finished_if_complete(self, job_id: str) -> bool:
+    def accounted(self, job_id: str) -> tuple[int | None, int]:
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(self.key(job_id), "total")
-        pipe.hlen(self.key(job_id, "records"))
-        total, accounted = pipe.execute()
-        if total is None or accounted < int(total):
+        pipe.hmget(self.key(job_id, "counts"), ["done", "cached", "failed"])
+        total, counts = pipe.execute()
+        return (int(total) if total is not None else None), sum(int(c) for c in counts if c is not None)
+
+    def mark_finished_if_complete(self, job_id: str) -> bool:
+        total, accounted = self.accounted(job_id)
+        if total is None or accounted < total:
             return False
         self.r.hsetnx(self.key(job_id), "finished_at", time.time())
         return True
+
+    def drop_in_flight(self, job_id: str) -> None:
+        """A finished, collected job keeps its counters; the per-image and per-batch state goes."""
+        keys = [self.key(job_id, part) for part in IN_FLIGHT_PARTS]
+        keys += list(self.r.scan_iter(self.key(job_id, "alias:*"), count=1000))
+        self.r.delete(*keys)
 
     # --- duplicates inside one job ---------------------------------------------------------
     def claim_shas(self, job_id: str, first_names: Mapping[str, str]) -> dict[str, str | None]:
@@ -258,19 +264,19 @@ class JobStore:
         return {sha: None if new else owner.decode()
                 for sha, new, owner in zip(first_names, res[:n], res[n : 2 * n])}
 
-    def add_alias(self, job_id: str, sha256: str, canonical: str, name: str) -> None:
-        """`name` has the same bytes as `canonical`, which was already shipped in a batch.
+    def add_alias(self, job_id: str, sha256: str, name: str) -> tuple[str | None, bool]:
+        """`name` has the same bytes as an image already claimed by this job; returns the batch that
+        carries the original and whether that batch is done.
 
-        The worker writes its records, then reads the aliases; here the alias is added, then the
-        canonical record is looked for. Whichever runs second sees the other's write, so the
-        alias always gets its record (possibly twice, identically).
+        The worker marks its batch done, then reads the aliases; here the alias is added, then the
+        batch is looked at. Whichever runs second sees the other's write, so the alias always gets
+        its record: from the worker if the batch was not done yet, else from the caller (staged
+        records are written once per name, so both writing it is harmless).
         """
         key = self.key(job_id, f"alias:{sha256}")
         self.r.sadd(key, name)
         self.r.expire(key, self.ttl)
-        rec = self.record(job_id, canonical)
-        if rec is not None:
-            self.write_records([rec.model_copy(update={"image": name})])
+        return self.batch_of(job_id, sha256)
 
     def aliases(self, job_id: str, shas: Sequence[str]) -> dict[str, list[str]]:
         """Alias names by sha256, for the shas that have any (one round trip)."""
@@ -278,28 +284,6 @@ class JobStore:
         for sha in shas:
             pipe.smembers(self.key(job_id, f"alias:{sha}"))
         return {sha: sorted(m.decode() for m in found) for sha, found in zip(shas, pipe.execute()) if found}
-
-    # --- caches ----------------------------------------------------------------------------
-    def get_many(self, keys: Sequence[str]) -> list[str | None]:
-        if not keys:
-            return []
-        return [v.decode() if v is not None else None for v in self.r.mget([P + k for k in keys])]
-
-    def set_many(self, values: Mapping[str, str]) -> None:
-        pipe = self.r.pipeline(transaction=False)
-        for key, value in values.items():
-            pipe.set(P + key, value, ex=CACHE_TTL_S)
-        pipe.execute()
-
-    @staticmethod
-    def record_cache_key(fingerprint: str, sha256: str) -> str:
-        return f"{P}rcache:{fingerprint}:{sha256}"
-
-    def cached_records(self, fingerprint: str, shas: Sequence[str]) -> list[ImageRecord | None]:
-        if not shas:
-            return []
-        raw = self.r.mget([self.record_cache_key(fingerprint, s) for s in shas])
-        return [ImageRecord.model_validate_json(v) if v else None for v in raw]
 
     def purge_queued(self, queues: Sequence[str], job_id: str) -> int:
         """Remove a job's messages from the queues (every priority level); returns how many."""
@@ -356,20 +340,22 @@ class JobStore:
     def progress(self, job_id: str) -> JobProgress:
         pipe = self.r.pipeline(transaction=False)  # reads: a full Redis refuses every MULTI
         pipe.hgetall(self.key(job_id))
-        pipe.hvals(self.key(job_id, "outcome"))
+        pipe.hgetall(self.key(job_id, "counts"))
         pipe.scard(self.key(job_id, "sent"))
         pipe.scard(self.key(job_id, "done"))
         pipe.exists(self.key(job_id, "lease"))
-        meta, outcomes_raw, sent, done, leased = pipe.execute()
+        meta, counts, sent, done, leased = pipe.execute()
         meta = {k.decode(): v.decode() for k, v in meta.items() if k != b"spec"}
         outcomes, workers = Counter(), Counter()
-        for value in outcomes_raw:
-            outcome, worker = value.decode().split("|", 1)
-            outcomes[outcome] += 1
-            if worker != "-":
-                workers[worker] += 1
+        for field, n in counts.items():
+            outcome, _, worker = field.decode().partition("|")
+            if not worker:
+                outcomes[outcome] += int(n)
+            elif worker != "-":
+                workers[worker] += int(n)
+        outcomes = Counter({k: v for k, v in outcomes.items() if v})
         total = int(meta["total"]) if "total" in meta else None
-        accounted = len(outcomes_raw)
+        accounted = sum(outcomes.values())
         created = float(meta.get("created_at", time.time()))
         finished_at = float(meta["finished_at"]) if "finished_at" in meta else None
         elapsed = max(1e-6, (finished_at or time.time()) - created)

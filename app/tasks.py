@@ -12,11 +12,13 @@ from redis.exceptions import RedisError
 
 from app import refs
 from app.chat import serve_batch
+from app.collect import is_collected
 from app.celery import app, settings
 from app.lifecycle import attempts_key
+from app.pipeline import chain_task_ids
 from app.runtime import get_runtime
 from app.poison import isolate
-from app.schemas import BatchState, DeadLetter, ImageRecord, ItemState, Stage
+from app.schemas import BatchState, DeadLetter, ImageRecord, ItemState, JobSpec, Stage
 from app.shipping import alias_sources
 from app.stages import StageContext, run_stage
 from app.store import JobStore
@@ -131,20 +133,25 @@ def _own_refs(batch: BatchState) -> list[ItemState]:
             and refs.refusal(i.ref.blob, i.ref.sha256, batch.job_id, settings.shared_dir) is None]
 
 
-def finish(batch: BatchState, worker: str | None) -> list[dict[str, Any]]:
-    """Write one record per submitted name, cache good records, delete the batch's blobs."""
+def finish(batch: BatchState, worker: str | None, result_id: str | None = None) -> list[dict[str, Any]] | dict[str, Any]:
+    """One record per submitted name, into the results dataset (or Redis's staging window when this
+    worker cannot reach it); then counters, the cache index and blob deletion.
+
+    Returns what AsyncResult polling sees: the records while they wait in Redis, else where they are."""
     rt = get_runtime(settings)
     spec = rt.spec(batch.job_id)
     model = engine_model_id(rt.settings)  # the worker's own model, which may differ from the job's wish
-    records, record_cache = [], {}
+    records = []
     for item in batch.items:
         base = ImageRecord.from_item(item, item.ref.names[0], batch.job_id, batch.batch_id, model, worker)
         records += [base.model_copy(update={"image": n, "source": item.ref.sources.get(n)}) for n in item.ref.names]
-        if not item.error:
-            record_cache[rt.store.record_cache_key(spec.fingerprint, item.ref.sha256)] = base.model_dump_json()
+    written = _write_part(spec, batch, records)
     own = _own_refs(batch)
     blob_keys = [i.ref.blob for i in own if JobStore.is_blob_key(i.ref.blob)]
-    rt.store.finish_batch(batch.job_id, batch.batch_id, records, blob_keys, record_cache)
+    rt.store.finish_batch(batch.job_id, batch.batch_id, records, blob_keys,
+                          spec.fingerprint if spec.use_cache else "", written, result_id,
+                          [attempts_key(t, n) for t in chain_task_ids(batch.batch_id)
+                           for n in range(max(settings.stage_retries, BROKER_RETRIES) + 1)])
     rt.forget_images([i.ref.blob for i in batch.items])
     for item in own:  # prepared files on a shared folder: done with them too
         if not JobStore.is_blob_key(item.ref.blob):
@@ -152,10 +159,28 @@ def finish(batch: BatchState, worker: str | None) -> list[dict[str, Any]]:
     aliased = _alias_records(batch, records, rt.store)
     if aliased:
         rt.store.write_records(aliased)
-    rt.store.mark_finished_if_complete(batch.job_id)
-    log.info("batch done", extra={"job_id": batch.job_id, "batch_id": batch.batch_id,
-                                  "images": len(records), "failed": sum(r.error is not None for r in records)})
-    return [r.model_dump(mode="json") for r in records + aliased]
+    if rt.store.mark_finished_if_complete(batch.job_id) and is_collected(rt.store, batch.job_id):
+        rt.store.drop_in_flight(batch.job_id)  # nothing left to collect: only the counters stay
+    failed = sum(r.error is not None for r in records)
+    log.info("batch done", extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "images": len(records),
+                                  "failed": failed, "written": bool(written)})
+    if written is None:
+        return [r.model_dump(mode="json") for r in records + aliased]
+    return {"job_id": batch.job_id, "batch_id": batch.batch_id, "part": rt.dataset(spec.results).part_path(
+        batch.job_id, written), "images": len(records), "failed": failed, "aliases": len(aliased)}
+
+
+def _write_part(spec: JobSpec, batch: BatchState, records: list[ImageRecord]) -> str | None:
+    """The part written (named by the batch id: a redone batch overwrites it), or None."""
+    if not spec.worker_writes_results():
+        return None
+    try:
+        get_runtime(settings).dataset(spec.results).write_part(batch.job_id, batch.batch_id, records)
+    except OSError as exc:  # unreachable from here: a collector will write them
+        log.warning("results location not writable here: the batch's records wait in Redis for a collector",
+                    extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": str(exc)})
+        return None
+    return batch.batch_id
 
 
 def _alias_records(batch: BatchState, records: list[ImageRecord], store: JobStore) -> list[ImageRecord]:
@@ -166,19 +191,21 @@ def _alias_records(batch: BatchState, records: list[ImageRecord], store: JobStor
             for sha, names in aliases.items() for name in names]
 
 
-@app.task(bind=True, base=StageTask, name="app.tasks.classify")
+# Only the chain's last link keeps a result (what AsyncResult polling reads): a link's return value
+# travels to the next link inside the message, so the first two need no result in Redis.
+@app.task(bind=True, base=StageTask, name="app.tasks.classify", ignore_result=True)
 def classify(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     return run(self, "classify", payload).model_dump(mode="json")
 
 
-@app.task(bind=True, base=StageTask, name="app.tasks.score")
+@app.task(bind=True, base=StageTask, name="app.tasks.score", ignore_result=True)
 def score(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     return run(self, "score", payload).model_dump(mode="json")
 
 
 @app.task(bind=True, base=StageTask, name="app.tasks.summarize")
-def summarize(self: StageTask, payload: dict[str, Any]) -> list[dict[str, Any]]:
-    return finish(run(self, "summary", payload), self.request.hostname)
+def summarize(self: StageTask, payload: dict[str, Any]) -> list[dict[str, Any]] | dict[str, Any]:
+    return finish(run(self, "summary", payload), self.request.hostname, self.request.id)
 
 
 @app.task(bind=True, base=StageTask, name="app.tasks.chat")

@@ -97,6 +97,11 @@ def find_config_file(explicit: str | Path | None = None) -> Path | None:
     return next((p for p in config_file_candidates() if p.is_file()), None)
 
 
+def resolve_location(location: str) -> str:
+    """A URL as given; a local path made absolute (the workers and the producer must agree on it)."""
+    return location if "://" in location else str(Path(location).expanduser().resolve())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", validate_default=True
@@ -126,6 +131,11 @@ class Settings(BaseSettings):
     # On SIGTERM, how long the running batch may go on before it is handed back to Redis.
     soft_shutdown_s: float = Field(0.0, ge=0)
     use_cache: bool = True
+    # The results dataset: a folder, or a URL pyarrow.fs understands (s3://…, gs://…, hdfs://…).
+    results_dir: str = "vlmq-results"
+    # Every worker reaches results_dir (shared folder, object store): workers write their batches
+    # there. Otherwise only workers on the producer's host do, and a collector drains the rest.
+    results_shared: bool = False
 
     # --- images ----------------------------------------------------------------------------
     extensions: list[str] = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"]

@@ -3,14 +3,15 @@
     from producers.api import submit
     job = submit("./images")                  # settings from env / YAML, or pass Settings(...)
     job.group().ready()                       # Celery GroupResult of the batch chains
-    job.wait()                                # until every image has its record
-    records = job.records()                   # list[ImageRecord], one per submitted image
+    job.wait()                                # until every image has its record (collecting them)
+    for record in job.records(): ...          # ImageRecord, one per submitted image, streamed
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 from pathlib import Path
 
 from celery import Celery
@@ -20,6 +21,8 @@ from redis.exceptions import RedisError
 from app import redis_full
 from app.factory import create_app
 from app.heartbeat import live_workers
+from app.collect import collect, free_results, is_collected
+from app.results import ResultsDataset
 from app.routing import Rebalancer
 from app.schemas import ImageRecord
 from app.store import JobProgress, JobStore
@@ -41,7 +44,8 @@ class Job:
         return GroupResult.restore(self.id, app=self.celery)
 
     def async_results(self) -> list[AsyncResult]:
-        """One AsyncResult per batch: the chain's last task, whose result is the batch's records."""
+        """One AsyncResult per batch: the chain's last task, whose result is the batch's records
+        while they wait in Redis (or where the dataset holds them), until a collector frees it."""
         return [AsyncResult(ids[-1], app=self.celery) for _, ids in sorted(self.store.chains(self.id).items())]
 
     def progress(self) -> JobProgress:
@@ -66,13 +70,47 @@ class Job:
                 if on_progress:
                     on_progress(progress)
                 if progress.finished or progress.status in ("cancelled", "interrupted"):
+                    self.collect()
                     return progress  # interrupted: nobody is submitting the rest; `producer resume`
+                self.collect(free=False)
             if deadline is not None and time.monotonic() > deadline:
                 raise PipelineError(f"job {self.id} not finished after {timeout:g} s")
             time.sleep(poll_s)
 
-    def records(self) -> list[ImageRecord]:
-        return self.store.records(self.id)
+    def dataset(self) -> ResultsDataset:
+        spec = self.store.load_spec(self.id)
+        return ResultsDataset(spec.results if spec is not None and spec.results else self.settings.results_dir)
+
+    def collect(self, free: bool = True) -> int:
+        """Move records waiting in Redis into the results dataset; once the job is over, also free
+        its chains' stored results and its in-flight state. Returns how many records moved."""
+        spec = self.store.load_spec(self.id)
+        fingerprint = spec.fingerprint if spec is not None and spec.use_cache else ""
+        try:
+            moved = collect(self.store, self.dataset(), self.id, fingerprint)
+        except RedisError:
+            return 0  # Redis restarting: the next poll collects
+        if free:
+            free_results(self.store, self.celery.backend.get_key_for_task, self.id)
+            if self.progress().finished and is_collected(self.store, self.id):
+                self.store.drop_in_flight(self.id)
+        return moved
+
+    def records(self) -> Iterator[ImageRecord]:
+        """Every record of the job, streamed from the results dataset in flat memory (records that
+        still wait in Redis are collected first)."""
+        self.collect(free=False)
+        yield from self.dataset().iter_records(self.id, self.store.superseded(self.id))
+
+    def batch_records(self, result: list[dict[str, Any]] | dict[str, Any]) -> list[ImageRecord]:
+        """The records of one batch from its AsyncResult's value: the records themselves while they
+        wait in Redis, or {"part": …} once its worker wrote them into the dataset."""
+        if isinstance(result, dict):
+            return [r for r in self.dataset().read_part(result["part"])]
+        return [ImageRecord.model_validate(r) for r in result]
+
+    def record_count(self) -> int:
+        return self.dataset().count(self.id, self.store.superseded(self.id))
 
     def stage_counts(self) -> dict[str, dict[str, int]]:
         """Per stage: images done, skipped by a condition, failed there; and batches running now."""

@@ -297,8 +297,11 @@ def results(ctx, job_id, fmt) -> None:
     if fmt == "jsonl":
         for r in records:
             click.echo(r.model_dump_json())
-    elif fmt == "json":
-        click.echo(json.dumps([r.model_dump(mode="json") for r in records], indent=2))
+    elif fmt == "json":  # one list, written as the records stream in
+        click.echo("[", nl=False)
+        for i, r in enumerate(records):
+            click.echo(("," if i else "") + "\n" + json.dumps(r.model_dump(mode="json")), nl=False)
+        click.echo("\n]")
     else:
         table = Table("image", "category", "score", "summary", "error")
         for r in records:
@@ -354,8 +357,22 @@ def export(ctx, job_id, formats, output) -> None:
     from producers.api import Job
     from producers.export import export as write
 
-    for path in write(Job(job_id, settings_from(ctx)).records(), output, formats):
+    for path in write(Job(job_id, settings_from(ctx)).records, output, formats):
         click.echo(path)
+
+
+@main.command()
+@click.argument("job_id", type=JOB_ID)
+@click.pass_context
+def collect(ctx, job_id) -> None:
+    """Move a job's records that wait in Redis (written by workers that cannot reach the results
+    location) into the results dataset, and free them in Redis."""
+    from producers.api import Job
+
+    job = Job(job_id, settings_from(ctx))
+    job.store.require_job(job_id)
+    moved = job.collect()
+    click.echo(f"job {job_id}: {moved} records collected into {job.dataset().folder(job_id)}")
 
 
 @main.command()

@@ -2,7 +2,7 @@
 
 `producer dead` lists them; `producer dead --requeue ID` sends one back through the whole chain,
 as a batch of its own, on the least-loaded live queue (or the one given). Its prepared bytes were
-kept for this (until their TTL); its record is overwritten when the new batch finishes.
+kept for this (until their TTL); readers show the new batch's record instead of the error.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def requeue(store: JobStore, celery_app: Celery, letter_id: str, queue: str | No
         store.dead_letter(letter)  # not sent: it stays listed
         raise
     store.add_chain(letter.job_id, batch_id, chain_task_ids(batch_id))
+    store.supersede(letter.job_id, letter.ref.names, batch_id, "failed")  # its error record is replaced
     if target not in spec.queues:  # so that Job.wait rebalances it if this queue's workers go
         spec.queues.append(target)
         store.set_fields(letter.job_id, spec=spec.model_dump_json())

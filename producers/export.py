@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from app.schemas import ImageRecord
@@ -46,7 +46,7 @@ def flat_row(r: ImageRecord) -> dict[str, object]:
     }
 
 
-def write_jsonl(records: Sequence[ImageRecord], path: Path) -> Path:
+def write_jsonl(records: Iterable[ImageRecord], path: Path) -> Path:
     with open(path, "w", encoding="utf-8") as fh:
         for r in records:
             fh.write(r.model_dump_json() + "\n")
@@ -58,7 +58,7 @@ def inert(value: object) -> object:
     return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_START) else value
 
 
-def write_csv(records: Sequence[ImageRecord], path: Path) -> Path:
+def write_csv(records: Iterable[ImageRecord], path: Path) -> Path:
     with open(path, "w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, CSV_COLUMNS)
         writer.writeheader()
@@ -66,11 +66,11 @@ def write_csv(records: Sequence[ImageRecord], path: Path) -> Path:
     return path
 
 
-def write_parquet(records: Sequence[ImageRecord], path: Path) -> Path:
+def write_parquet(records: Iterable[ImageRecord], path: Path, rows_per_group: int = 10_000) -> Path:
+    """Written a row group at a time: memory stays flat whatever the job's size."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows = [flat_row(r) for r in records]
     schema = pa.schema([
         ("image", pa.string()), ("source", pa.string()), ("sha256", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
         ("category", pa.string()), ("category_reasoning", pa.string()), ("score", pa.float64()),
@@ -79,7 +79,15 @@ def write_parquet(records: Sequence[ImageRecord], path: Path) -> Path:
         ("error_stage", pa.string()), ("model", pa.string()), ("prompts", pa.string()), ("worker", pa.string()),
         ("cached", pa.bool_()), ("job_id", pa.string()),
     ])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    with pq.ParquetWriter(path, schema) as writer:
+        rows: list[dict[str, object]] = []
+        for r in records:
+            rows.append(flat_row(r))
+            if len(rows) >= rows_per_group:
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+                rows = []
+        if rows:
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
     return path
 
 
@@ -100,8 +108,12 @@ def _safe_name(image: str) -> str:
     return "/".join([_component(p) for p in parts[:-1]] + [_component(parts[-1], ".json")])
 
 
-def write_folder(records: Sequence[ImageRecord], out: Path) -> Path:
-    for r in records:
+def write_folder(records: Iterable[ImageRecord], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    everything = open(out / "pipeline_results.json", "w", encoding="utf-8")  # one list, written as it comes
+    everything.write("[")
+    for i, r in enumerate(records):
+        everything.write(("," if i else "") + "\n" + json.dumps(r.model_dump(mode="json"), ensure_ascii=False))
         parts = {
             "classification": r.classification and {"image": r.image, **r.classification.model_dump()},
             "scoring": r.scoring and {"image": r.image, **r.scoring.model_dump(),
@@ -114,19 +126,24 @@ def write_folder(records: Sequence[ImageRecord], out: Path) -> Path:
                 target = out / folder / _safe_name(r.image)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pipeline_results.json").write_text(
-        json.dumps([r.model_dump(mode="json") for r in records], indent=2, ensure_ascii=False), encoding="utf-8")
+    everything.write("\n]\n")
+    everything.close()
     return out
 
 
-def export(records: Sequence[ImageRecord], out_dir: str | Path, formats: Sequence[str]) -> list[Path]:
-    """Write the chosen formats ('all' for every one) into `out_dir`; return what was written."""
+def export(records: Callable[[], Iterable[ImageRecord]] | Sequence[ImageRecord], out_dir: str | Path,
+           formats: Sequence[str]) -> list[Path]:
+    """Write the chosen formats ('all' for every one) into `out_dir`; return what was written.
+
+    `records` is read once per format: pass a callable that streams them (Job.records) to export
+    any number of records in flat memory."""
+    if not callable(records):
+        records = (lambda rows: lambda: rows)(records)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     chosen = FORMATS if "all" in formats else formats
-    writers = {"jsonl": lambda: write_jsonl(records, out / "results.jsonl"),
-               "csv": lambda: write_csv(records, out / "results.csv"),
-               "parquet": lambda: write_parquet(records, out / "results.parquet"),
-               "folder": lambda: write_folder(records, out)}
+    writers = {"jsonl": lambda: write_jsonl(records(), out / "results.jsonl"),
+               "csv": lambda: write_csv(records(), out / "results.csv"),
+               "parquet": lambda: write_parquet(records(), out / "results.parquet"),
+               "folder": lambda: write_folder(records(), out)}
     return [writers[f]() for f in chosen]

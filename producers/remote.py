@@ -74,6 +74,8 @@ def submit_remote(submitter, roots: Sequence[str | Path], recursive: bool, progr
         send(chunk)
     store.set_fields(job_id, scanned=listed, prepare_orders=sent)
     state.set_listed(listed, shards)
+    if not store.is_cancelled(job_id):  # every order is out: the total waits only for the tasks' counts
+        store.set_fields(job_id, status="submitted")
     state.finalize_total()
     if progress:
         progress(stats)

@@ -97,7 +97,7 @@ def run_local(settings: Settings, roots: Sequence[str | Path], output_dir: str |
         submitter.submit(roots, recursive=recursive, queues=[queue], job_id=job_id)
         job = Job(job_id, settings, submitter.celery, submitter.store)
         progress = watch(job) if watch else job.wait()
-        written = export(job.records(), out, ["all"])
+        written = export(job.records, out, ["all"])
         console.print(f"job {job_id}: wrote {', '.join(p.name for p in written)} in {out}")
         return progress
     except KeyboardInterrupt:

@@ -133,12 +133,13 @@ class Submitter:
                 to_ship += self.shipper.resolve(pending, stats)
                 for start in range(0, len(to_ship), s.batch_size):
                     self._ship(to_ship[start : start + s.batch_size], stats)
+                # saved before the total: a job can finish (and its in-flight state go) only after
+                self.save_group(job_id)
                 if not self.store.is_cancelled(job_id):
                     self.store.set_fields(job_id, total=stats.scanned, status="submitted",
                                           batches=self._first_batch + stats.batches)
         finally:
             pool.close()
-        self.save_group(job_id)
         self.store.mark_finished_if_complete(job_id)
         if progress:
             progress(stats)

@@ -20,6 +20,8 @@ for _name in [n for n in os.environ if n.startswith("VLMQ_") and n != "VLMQ_TEST
     del os.environ[_name]
 _EMPTY_CONFIG = Path(__file__).parent / "empty-config.yaml"
 os.environ["VLMQ_CONFIG"] = str(_EMPTY_CONFIG)
+# The results dataset of CLI runs in subprocesses: never a folder in the checkout.
+os.environ["VLMQ_RESULTS_DIR"] = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"vlmq-test-results-{os.getpid()}")
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +40,8 @@ def redis_url(tmp_path_factory) -> str:
 def settings(redis_url, tmp_path) -> Settings:
     redis.Redis.from_url(redis_url).flushdb()
     return Settings(broker_url=redis_url, engine="test", queues=[f"gpu-{uuid.uuid4().hex[:8]}"],
-                    batch_size=8, max_inflight_batches=4, visibility_timeout_s=60)
+                    batch_size=8, max_inflight_batches=4, visibility_timeout_s=60,
+                    results_dir=str(tmp_path / "results"))
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -75,9 +75,10 @@ def aof_redis(tmp_path):
 
 
 @pytest.fixture
-def fault_settings(aof_redis) -> Settings:
+def fault_settings(aof_redis, tmp_path) -> Settings:
     return Settings(broker_url=aof_redis.url, engine="test", queues=[f"faults-{uuid.uuid4().hex[:6]}"],
-                    batch_size=10, max_inflight_batches=20, visibility_timeout_s=VISIBILITY_S)
+                    batch_size=10, max_inflight_batches=20, visibility_timeout_s=VISIBILITY_S,
+                    results_dir=str(tmp_path / "results"))
 
 
 @pytest.fixture
@@ -95,15 +96,28 @@ def fleet(fault_settings, tmp_path):
 
 def account(job: Job, expected: list[str], label: str) -> Counter:
     """Every submitted image has exactly one record; prints the counts."""
-    raw = job.store.r.hgetall(job.store.key(job.id, "records"))
-    names = sorted(k.decode() for k in raw)
-    records = job.records()
+    records = list(job.records())  # every row of the results dataset: a doubled image shows twice
+    names = sorted(r.image for r in records)
     outcomes = Counter(r.outcome for r in records)
     print(f"\n[{label}] submitted {len(expected)}, records {len(names)}, unique {len(set(names))}, "
           f"missing {len(set(expected) - set(names))}, extra {len(set(names) - set(expected))}, "
           f"outcomes {dict(outcomes)}")
     assert names == sorted(expected), "every image exactly once"
     return outcomes
+
+
+def test_a_worker_killed_between_writing_its_batch_file_and_acknowledging_leaves_one_row_per_image(
+        fault_settings, fleet, tmp_path):
+    names = make_good_images(tmp_path / "images", 40, size=(48, 32))
+    trigger = tmp_path / "kill-once"
+    trigger.write_text("the first worker to write a part deletes this and SIGKILLs itself")
+    workers = fleet(1, VLMQ_FAULT_KILL_AFTER_PART_WRITE=str(trigger))
+    job = submit(tmp_path / "images", fault_settings)
+    job.wait(timeout=120)
+    assert not trigger.exists() and workers.restarts >= 1, "the worker was not killed after its write"
+    outcomes = account(job, names, f"SIGKILL after a part write, {workers.restarts} restarts")
+    assert outcomes["done"] + outcomes.get("cached", 0) == 40 and job.record_count() == 40
+    assert job.progress().outcomes == dict(outcomes)  # the redone batch was counted once
 
 
 def test_ten_random_worker_kills_during_a_500_image_job_lose_nothing_and_duplicate_nothing(
@@ -254,7 +268,7 @@ def test_sigterm_hands_the_running_batch_back_at_once_not_after_the_visibility_t
         job.wait(timeout=60)
     finally:
         fast.stop()
-    print(f"\n[SIGTERM mid-batch] worker exited in {took:.1f} s; store has {len(job.records())} records")
+    print(f"\n[SIGTERM mid-batch] worker exited in {took:.1f} s; store has {job.record_count()} records")
     assert took < 15
     assert account(job, names, "SIGTERM mid-batch, then another worker") == {"done": 30}
     assert store.dead_letters() == []

@@ -132,7 +132,7 @@ def test_a_producer_killed_mid_submission_shows_interrupted_and_resume_finishes_
     assert resumed.returncode == 0, resumed.stderr
     assert again.returncode != 0 and "only an interrupted submission can be resumed" in again.stderr
     assert account(job, names, "producer SIGKILL, then resume") == {"done": 160}
-    per_batch = [r["image"] for res in job.async_results() for r in res.get(timeout=30)]
+    per_batch = [r.image for r in job.records() if r.batch_id]  # one row per image, each from one batch
     assert sorted(per_batch) == sorted(names), "each image was shipped in exactly one batch"
 
 
@@ -265,7 +265,7 @@ def test_an_explicit_queue_is_honoured_while_live_workers_serve_others(settings,
     assert result.returncode == 0, result.stderr
     job = Job(result.stdout.strip(), settings)
     workers = {r.worker for r in job.records()}
-    print(f"\n[--queue gpu1x] {len(job.records())} records by {workers}")
+    print(f"\n[--queue gpu1x] {job.record_count()} records by {workers}")
     assert workers == {pinned.name} and other.name not in workers
 
 
@@ -279,9 +279,10 @@ settings = load_settings()                   # env VLMQ_* and the optional YAML 
 job = submit("{folder}", settings)           # or Job(job_id, settings) for an existing job
 group = GroupResult.restore(job.id, app=create_app(settings))   # one AsyncResult per batch chain
 batches = group.join(timeout=600)            # each: the batch's records, as dicts
-records = job.records()                      # every image's record (also those failed or cached at submit)
+records = [job.batch_records(b) for b in batches]   # each: list[ImageRecord]
 job.wait()                                   # or poll job.progress(); survives a Redis restart
-print("JOB", job.id, len(records))
+for record in job.records(): ...             # every image's record, streamed from the dataset
+print("JOB", job.id, sum(map(len, records)))
 '''
 
 

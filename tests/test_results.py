@@ -22,7 +22,7 @@ def test_records_cover_every_image_once_and_every_export_reads_back_the_same(set
     start_worker()
     job = submit(image_dir, settings.with_overrides(score_threshold=5))
     job.wait(timeout=60)
-    records = job.records()
+    records = list(job.records())
     assert sorted(r.image for r in records) == sorted(good + [f"bad/{b}" for b in bad])  # none missing, none twice
     out = tmp_path / "export"
     export(records, out, ["all"])

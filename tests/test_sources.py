@@ -87,7 +87,7 @@ def test_a_list_of_urls_gives_each_good_image_a_record_naming_its_url_and_each_f
         start_worker()
         job = submit(roots, settings.with_overrides(**SOURCE_LIMITS))
         progress = job.wait(timeout=90)
-    records = job.records()
+    records = list(job.records())
     assert progress.total == 9 and progress.outcomes == {"done": 4, "failed": 5}
     check_url_list(records, web.url)
     bare = next(r for r in records if r.image.endswith("good3.jpg") and "catalogue" not in r.image)
@@ -138,7 +138,7 @@ def test_webdataset_shards_by_glob_give_one_record_per_image_member_and_one_per_
     job = submit(str(tmp_path / "shards" / "*.tar"), settings)
     progress = job.wait(timeout=60)
     assert progress.total == 8 and progress.outcomes == {"done": 6, "failed": 2}
-    check_shards(job.records(), tmp_path / "shards")
+    check_shards(list(job.records()), tmp_path / "shards")
 
 
 def make_tables(tmp_path: Path) -> tuple[Path, Path]:
@@ -168,7 +168,7 @@ def test_a_hugging_face_dataset_folder_gives_one_record_per_row_and_a_null_image
     start_worker()
     job = submit(folder, settings)
     assert job.wait(timeout=60).outcomes == {"done": 5, "failed": 1}
-    check_tables(job.records())
+    check_tables(list(job.records()))
 
 
 def test_a_parquet_file_reads_the_image_column_the_flag_names(settings, start_worker, tmp_path):
@@ -226,7 +226,7 @@ def test_preparation_on_a_cpu_queue_gives_every_source_kind_the_same_records_as_
         remote = submit(roots, remote_settings)
         progress = remote.wait(timeout=120)
     assert progress.total == 5 + 8 + 8 + 6 and progress.outcomes == {"done": 19, "failed": 8}
-    records = remote.records()
+    records = list(remote.records())
     check_url_list([r for r in records if r.image.startswith("catalogue/")], web.url)
     check_shards(records, tmp_path / "shards")
     check_tables(records)
@@ -323,7 +323,7 @@ def test_a_cpu_worker_without_access_to_the_producers_files_prepares_a_url_list_
         lst.write_text(lst.read_text().replace("{base}", web.url) + f"{private}/local/img_00000.jpg\n")
         job = submit([lst, f"{web.url}/shards/web-000.tar"], remote)
         progress = job.wait(timeout=120)
-    records = job.records()
+    records = list(job.records())
     assert progress.total == 8 + 1 + 3 and progress.outcomes == {"done": 6, "failed": 6}
     check_url_list(records, web.url)
     for k in range(3):
@@ -367,7 +367,7 @@ def test_the_same_image_at_two_urls_is_processed_once_and_each_record_names_its_
         (tmp_path / "dupes.txt").write_text("\n".join(urls) + "\n")
         job = submit(tmp_path / "dupes.txt", settings.with_overrides(batch_size=2))  # the copy: a later batch
         assert job.wait(timeout=60).outcomes == {"done": 4}
-    found = by_tail(job.records())
+    found = by_tail(list(job.records()))
     assert found["copy0.jpg"].source == urls[3] and found["good0.jpg"].source == urls[0]
     assert found["copy0.jpg"].sha256 == found["good0.jpg"].sha256
     assert found["copy0.jpg"].batch_id == found["good0.jpg"].batch_id  # processed once, in the first batch

@@ -56,7 +56,7 @@ def test_a_tiny_model_of_each_runnable_family_runs_a_real_batch_through_the_thre
     start_worker(timeout=180, VLMQ_MODEL=str(model), **ENGINE_ENV)
     job = submit(image_dir, settings.with_overrides(engine="vllm", model=str(model)))
     assert job.wait(timeout=400).finished
-    records = job.records()
+    records = list(job.records())
     assert len(records) == 4
     for r in records:
         print(family, r.image, r.classification, r.scoring, r.summary, r.error)
@@ -74,7 +74,7 @@ def test_a_prompt_schema_shapes_real_vllm_outputs_into_record_fields_and_exports
     start_worker(timeout=180, VLMQ_MODEL=str(model), **ENGINE_ENV)
     job = submit(image_dir, settings.with_overrides(engine="vllm", model=str(model), prompt_dir=prompts))
     assert job.wait(timeout=400).finished
-    records = job.records()
+    records = list(job.records())
     assert len(records) == 6
     for r in records:
         print("record:", r.classification, r.scoring, r.error)

@@ -35,7 +35,7 @@ def test_odd_file_names_each_get_one_record_and_every_export_writes_them(setting
     start_worker()
     job = submit(images, settings)
     assert job.wait(timeout=60).outcomes == {"done": len(ODD_NAMES), "failed": 2}
-    records = job.records()
+    records = list(job.records())
     names = sorted(r.image for r in records)
     expected = sorted([os.fsdecode(n).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
                        for n in ODD_NAMES] + [".hidden.jpg", ".cache"])

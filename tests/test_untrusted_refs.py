@@ -13,7 +13,7 @@ from app import refs
 from app.pipeline import batch_chain
 from app.schemas import BatchState, ImageRef, ItemState, JobSpec
 from config.prompts import load_prompt_set
-from producers.api import submit
+from producers.api import Job, submit
 from producers.submit import new_job_id
 from tests.images import jpeg_bytes, make_good_images
 
@@ -39,9 +39,10 @@ def atime_is_recorded(folder: Path) -> bool:
     return probe.stat().st_atime != before
 
 
-def wait_for_records(store, job_id: str, n: int, timeout: float = 60) -> dict:
+def wait_for_records(settings, store, job_id: str, n: int, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
-    while len(records := {r.image: r for r in store.records(job_id)}) < n:
+    job = Job(job_id, settings, store=store)
+    while len(records := {r.image: r for r in job.records()}) < n:
         assert time.monotonic() < deadline, records
         time.sleep(0.1)
     return records
@@ -85,7 +86,7 @@ def test_a_worker_reads_and_deletes_only_what_its_own_job_issued(settings, start
     worker = start_worker(VLMQ_SHARED_DIR=str(shared))
     batch = BatchState(job_id=job_id, batch_id=f"{job_id}-b000000", items=items)
     batch_chain(celery_app, batch, settings.queues[0]).apply_async()
-    records = wait_for_records(store, job_id, len(items))
+    records = wait_for_records(settings, store, job_id, len(items))
 
     for name in ("good-blob", "good-file"):
         assert records[name].error is None and records[name].summary is not None, records[name]

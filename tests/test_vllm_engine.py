@@ -34,7 +34,7 @@ def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
     settings = settings.with_overrides(engine="vllm", model=str(tiny_model), system_prompt=SHARED_SYSTEM_PROMPT)
     job = submit(image_dir, settings)
     progress = job.wait(timeout=400)
-    records = job.records()
+    records = list(job.records())
     assert len(records) == 12 and progress.finished
     for r in records:
         assert r.model == str(tiny_model)
@@ -110,7 +110,7 @@ def test_a_sigkilled_engine_process_is_rebuilt_mid_job_and_every_image_is_done_t
     os.kill(engine_core, signal.SIGKILL)
     progress = job.wait(timeout=500)
     log = (tmp_path / "worker-0.log").read_text()
-    records = job.records()
+    records = list(job.records())
     print(f"\n[EngineCore SIGKILL] outcomes {progress.outcomes}; engine loads {log.count('loading engine')}; "
           f"retries after a dead engine {log.count('EngineDeadError')}")
     assert sorted(r.image for r in records) == sorted(names)

@@ -13,6 +13,7 @@ a URL that cannot be fetched becomes that image's error record and the job goes 
 from __future__ import annotations
 
 import json
+from itertools import islice
 import logging
 import shutil
 import threading
@@ -191,10 +192,11 @@ def job_records(job_id: str, request: Request, offset: int = 0, limit: int | Non
     runner: JobRunner = request.app.state.jobs
     if runner.store.load_spec(job_id) is None:
         raise ApiError(404, f"no job {job_id} (or it is still downloading)", "job_id", "job_not_found")
-    records = runner.store.records(job_id)
-    page = records[max(0, offset): None if limit is None else max(0, offset) + max(0, limit)]
+    job = Job(job_id, runner.settings, store=runner.store)
+    start = max(0, offset)
+    page = list(islice(job.records(), start, None if limit is None else start + max(0, limit)))
     sources = runner.store.get_field(job_id, "sources")
-    return {"object": "list", "job_id": job_id, "total": len(records),
+    return {"object": "list", "job_id": job_id, "total": job.record_count(),
             "data": [r.model_dump(mode="json") for r in page],
             **({"sources": json.loads(sources)} if sources else {})}
 

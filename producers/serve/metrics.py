@@ -42,9 +42,10 @@ class FleetCollector:
         if spec is None:
             return None
         counts: Counter = Counter()
-        for value in self.store.r.hvals(self.store.key(job_id, "outcome")):
-            outcome, worker = value.decode().split("|", 1)
-            counts[(spec.model, "" if worker == "-" else worker, outcome)] += 1
+        for field, n in self.store.counts(job_id).items():
+            outcome, _, worker = field.partition("|")
+            if worker:  # "<outcome>|<worker>" fields; the bare "<outcome>" ones are their sums
+                counts[(spec.model, "" if worker == "-" else worker, outcome)] += n
         progress = self.store.progress(job_id)
         if progress.finished or progress.status == "cancelled":
             self._finished[job_id] = (progress.status, counts)

@@ -1,0 +1,176 @@
+"""What Redis holds of a job's records: a staging window, outcome counters and a compact cache index.
+
+Records do not live in Redis. A worker that can reach the results location writes its batch there
+(app.results); records it cannot write (and those the producer writes: failures, cache hits,
+duplicate copies) wait in the job's staging hash until a collector (app.collect) moves them into
+the dataset and deletes them. What stays per image after a job is one record-cache index entry
+(16-byte sha256 prefix → the part that holds the record), and nothing with --no-cache.
+
+Counters are bumped exactly once per image: a staged record only when its hash field is new, a
+batch written to the dataset only when its id first enters the job's done set.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from app.schemas import ImageRecord
+
+P = "vlmq:"
+CACHE_TTL_S = 90 * 24 * 3600
+
+# KEYS: records, counts, named. ARGV: ttl, then (name, json, outcome, worker) per record. `named`
+# remembers every name staged in this job, so a record is staged (and counted) once even after a
+# collector has moved the first copy into the dataset.
+_STAGE = """
+for i = 2, #ARGV, 4 do
+  if redis.call('HSETNX', KEYS[3], ARGV[i], 1) == 1 then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1])
+    redis.call('HINCRBY', KEYS[2], ARGV[i+2], 1)
+    redis.call('HINCRBY', KEYS[2], ARGV[i+2] .. '|' .. ARGV[i+3], 1)
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1]); redis.call('EXPIRE', KEYS[2], ARGV[1]); redis.call('EXPIRE', KEYS[3], ARGV[1])
+"""
+# KEYS: done, counts. ARGV: ttl, batch id, then (field, increment) pairs. Returns 1 if counted now.
+_COUNT_BATCH = """
+local new = redis.call('SADD', KEYS[1], ARGV[2])
+if new == 1 then
+  for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i+1]) end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1]); redis.call('EXPIRE', KEYS[2], ARGV[1])
+return new
+"""
+
+
+# KEYS: index, its part table. ARGV: ttl, part, then 16-byte sha fields. A part gets a small number
+# once (the table maps both ways), and each image's entry holds that number: a few bytes, not a path.
+_INDEX = """
+local id = redis.call('HGET', KEYS[2], ARGV[2])
+if not id then
+  id = redis.call('HINCRBY', KEYS[2], '#', 1)
+  redis.call('HSET', KEYS[2], ARGV[2], id, 'p' .. id, ARGV[2])
+end
+for i = 3, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], id) end
+redis.call('EXPIRE', KEYS[1], ARGV[1]); redis.call('EXPIRE', KEYS[2], ARGV[1])
+"""
+
+
+def count_fields(records: Iterable[ImageRecord]) -> Counter:
+    """Counter fields of records: `<outcome>` and `<outcome>|<worker>`."""
+    counts: Counter = Counter()
+    for r in records:
+        counts[r.outcome] += 1
+        counts[f"{r.outcome}|{r.worker or '-'}"] += 1
+    return counts
+
+
+def sha_field(sha256: str) -> bytes:
+    """The cache index's field: 16 bytes of the sha256 (128 bits: no collision in any real archive)."""
+    return bytes.fromhex(sha256)[:16]
+
+
+class RecordWindow:
+    """Mixed into app.store.JobStore: `self.r`, `self.ttl` and `self.key` come from there."""
+
+    r: Any
+    ttl: int
+
+    @staticmethod
+    def key(job_id: str, part: str = "") -> str:
+        return f"{P}job:{job_id}" + (f":{part}" if part else "")
+
+    def _script(self, name: str, body: str) -> Any:
+        scripts = self.__dict__.setdefault("_scripts", {})
+        if name not in scripts:
+            scripts[name] = self.r.register_script(body)
+        return scripts[name]
+
+    # --- staging ---------------------------------------------------------------------------
+    def write_records(self, records: Iterable[ImageRecord], pipe: Any = None) -> None:
+        """Stage records (keyed by image name: a rewrite replaces, and counts nothing twice)."""
+        by_job: dict[str, list[str]] = {}
+        for rec in records:
+            by_job.setdefault(rec.job_id, []).extend([rec.image, rec.model_dump_json(), rec.outcome,
+                                                      rec.worker or "-"])
+        for job_id, args in by_job.items():
+            self._script("stage", _STAGE)(keys=[self.key(job_id, "records"), self.key(job_id, "counts"),
+                                                self.key(job_id, "named")],
+                                          args=[self.ttl, *args], client=pipe or self.r)
+
+    def supersede(self, job_id: str, names: Sequence[str], batch_id: str, outcome: str) -> None:
+        """These names get a new record from `batch_id` (a requeued dead letter): readers skip their
+        older rows, and the old outcome is uncounted."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hdel(self.key(job_id, "named"), *names)
+        pipe.hset(self.key(job_id, "superseded"), mapping={n: batch_id for n in names})
+        pipe.expire(self.key(job_id, "superseded"), self.ttl)
+        pipe.hincrby(self.key(job_id, "counts"), outcome, -len(names))
+        pipe.execute()
+
+    def superseded(self, job_id: str) -> dict[str, str]:
+        """Image name → the batch whose record replaces its older ones (few: requeued dead letters)."""
+        return {k.decode(): v.decode() for k, v in self.r.hgetall(self.key(job_id, "superseded")).items()}
+
+    def record(self, job_id: str, name: str) -> ImageRecord | None:
+        """A staged record (not yet collected into the dataset), or None."""
+        raw = self.r.hget(self.key(job_id, "records"), name)
+        return ImageRecord.model_validate_json(raw) if raw else None
+
+    def staged_count(self, job_id: str) -> int:
+        return int(self.r.hlen(self.key(job_id, "records")))
+
+    def count_batch(self, job_id: str, batch_id: str, records: Sequence[ImageRecord], pipe: Any = None) -> None:
+        """Count a batch written to the dataset, once however often it is redone."""
+        args: list[Any] = [self.ttl, batch_id]
+        for name, n in count_fields(records).items():
+            args += [name, n]
+        self._script("count", _COUNT_BATCH)(keys=[self.key(job_id, "done"), self.key(job_id, "counts")],
+                                            args=args, client=pipe or self.r)
+
+    def counts(self, job_id: str) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.r.hgetall(self.key(job_id, "counts")).items()}
+
+    # --- record cache index ----------------------------------------------------------------
+    @staticmethod
+    def record_index_key(fingerprint: str) -> str:
+        return f"{P}rindex:{fingerprint}"
+
+    def index_records(self, fingerprint: str, part: str, shas: Sequence[str], pipe: Any = None) -> None:
+        """`part` ("<job>/<part name>") holds the good records of these images."""
+        if shas:
+            key = self.record_index_key(fingerprint)
+            self._script("index", _INDEX)(keys=[key, key + ":parts"], args=[CACHE_TTL_S, part, *map(sha_field, shas)],
+                                          client=pipe or self.r)
+
+    def indexed_parts(self, fingerprint: str, shas: Sequence[str]) -> list[str | None]:
+        if not shas:
+            return []
+        key = self.record_index_key(fingerprint)
+        ids = [v.decode() if v is not None else None for v in self.r.hmget(key, [sha_field(s) for s in shas])]
+        wanted = sorted({i for i in ids if i is not None})
+        if not wanted:
+            return [None] * len(shas)
+        parts = dict(zip(wanted, (v.decode() if v else None for v in self.r.hmget(key + ":parts",
+                                                                                   [f"p{i}" for i in wanted]))))
+        return [parts.get(i) if i is not None else None for i in ids]
+
+    # --- stage caches ------------------------------------------------------------------------
+    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
+        """Stage outputs by (stage config, sha256); one hash per stage config, 16-byte fields."""
+        if not keys:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for bucket, sha in keys:
+            pipe.hget(f"{P}scache:{bucket}", sha_field(sha))
+        return [v.decode() if v is not None else None for v in pipe.execute()]
+
+    def set_many(self, values: Mapping[tuple[str, str], str]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for (bucket, sha), value in values.items():
+            pipe.hset(f"{P}scache:{bucket}", sha_field(sha), value)
+        for bucket in {b for b, _ in values}:
+            pipe.expire(f"{P}scache:{bucket}", CACHE_TTL_S)
+        pipe.execute()
