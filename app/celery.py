@@ -42,5 +42,7 @@ def _one_batch_at_a_time(options=None, **_):
     concurrency = (options or {}).get("concurrency") or 1
     pool = str((options or {}).get("pool") or app.conf.worker_pool)
     if concurrency > 1 and any(name in pool for name in ("solo", "threads", "thread", "HandBackPool")):
-        sys.stderr.write(f"warning: -c {concurrency} ignored: a worker runs one batch at a time on its one "
-                         "engine; start one worker per GPU (or tensor-parallel group) instead\n")
+        sys.stderr.write(
+            f"warning: -c {concurrency} ignored: a worker runs one batch at a time on its one "
+            "engine; start one worker per GPU (or tensor-parallel group) instead\n"
+        )

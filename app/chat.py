@@ -74,9 +74,15 @@ class ChatAnswer(BaseModel):
 
 
 def _engine_request(item: ChatItem, image: bytes) -> EngineRequest:
-    return EngineRequest(image=image, image_key=item.sha256, system=item.system, text=item.text,
-                         sampling=item.sampling, format="json" if item.format == "json" else "text",
-                         schema=item.json_schema)
+    return EngineRequest(
+        image=image,
+        image_key=item.sha256,
+        system=item.system,
+        text=item.text,
+        sampling=item.sampling,
+        format="json" if item.format == "json" else "text",
+        schema=item.json_schema,
+    )
 
 
 def complete_resilient(engine: Engine, requests: list[EngineRequest]) -> list[Completion | EngineError]:
@@ -94,8 +100,9 @@ def complete_resilient(engine: Engine, requests: list[EngineRequest]) -> list[Co
         return complete_resilient(engine, requests[:mid]) + complete_resilient(engine, requests[mid:])
 
 
-def answer_batch(batch: ChatBatch, engine: Callable[[], Engine], images: Sequence[bytes | None],
-                 worker: str | None = None) -> list[ChatAnswer]:
+def answer_batch(
+    batch: ChatBatch, engine: Callable[[], Engine], images: Sequence[bytes | None], worker: str | None = None
+) -> list[ChatAnswer]:
     """Answers in the batch's order; a missing image or a failing request gets its own error."""
     answers = [ChatAnswer(request_id=i.request_id, worker=worker) for i in batch.items]
     todo = [n for n, data in enumerate(images) if data is not None]
@@ -103,8 +110,9 @@ def answer_batch(batch: ChatBatch, engine: Callable[[], Engine], images: Sequenc
         if data is None:
             answers[n].error = "image no longer in Redis (expired or deleted before the worker ran)"
     for item in batch.items:
-        log.info("chat request", extra={"request_id": item.request_id, "batch_id": batch.batch_id,
-                                        "format": item.format})
+        log.info(
+            "chat request", extra={"request_id": item.request_id, "batch_id": batch.batch_id, "format": item.format}
+        )
     started = time.perf_counter()
     outputs = complete_resilient(engine(), [_engine_request(batch.items[n], images[n]) for n in todo]) if todo else []
     elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -112,9 +120,16 @@ def answer_batch(batch: ChatBatch, engine: Callable[[], Engine], images: Sequenc
         if isinstance(out, EngineError):
             answers[n].error = f"engine error: {out}"
             continue
-        answers[n] = answers[n].model_copy(update={
-            "content": out.text, "finish_reason": out.finish_reason, "prompt_tokens": out.prompt_tokens,
-            "completion_tokens": out.completion_tokens, "usage_estimated": out.estimated, "engine_ms": elapsed_ms})
+        answers[n] = answers[n].model_copy(
+            update={
+                "content": out.text,
+                "finish_reason": out.finish_reason,
+                "prompt_tokens": out.prompt_tokens,
+                "completion_tokens": out.completion_tokens,
+                "usage_estimated": out.estimated,
+                "engine_ms": elapsed_ms,
+            }
+        )
     return answers
 
 
@@ -131,8 +146,9 @@ def publish_answers(r: Any, batch: ChatBatch, answers: Sequence[ChatAnswer]) -> 
     pipe.execute()
 
 
-def serve_batch(rt: Any, payload: dict[str, Any], worker: str, attempt: int = 1,
-                max_attempts: int = 3) -> dict[str, Any]:
+def serve_batch(
+    rt: Any, payload: dict[str, Any], worker: str, attempt: int = 1, max_attempts: int = 3
+) -> dict[str, Any]:
     """The whole task on a worker runtime (app.runtime.WorkerRuntime): images, engine, answers, stats."""
     batch = ChatBatch.model_validate(payload)
     if attempt > max_attempts:  # it killed its worker each time: answer with an error, never loop

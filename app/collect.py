@@ -35,8 +35,9 @@ def collect(store: JobStore, dataset: ResultsDataset, job_id: str, fingerprint: 
     unfinished = sorted(p.decode() for p in store.r.smembers(taking))
     part = f"c-{uuid.uuid4().hex[:12]}"
     take = store._script("take", _TAKE)
-    if take(keys=[store.key(job_id, "records"), store.key(job_id, f"collecting:{part}"), taking],
-            args=[part, store.ttl]):
+    if take(
+        keys=[store.key(job_id, "records"), store.key(job_id, f"collecting:{part}"), taking], args=[part, store.ttl]
+    ):
         unfinished.append(part)
     return sum(_write(store, dataset, job_id, p, fingerprint) for p in unfinished)
 
@@ -59,8 +60,9 @@ def _write(store: JobStore, dataset: ResultsDataset, job_id: str, part: str, fin
     return written
 
 
-def _write_chunk(store: RecordWindow, dataset: ResultsDataset, job_id: str, part: str,
-                 records: list[ImageRecord], fingerprint: str) -> int:
+def _write_chunk(
+    store: RecordWindow, dataset: ResultsDataset, job_id: str, part: str, records: list[ImageRecord], fingerprint: str
+) -> int:
     dataset.write_part(job_id, part, records)
     if fingerprint:
         good = sorted({r.sha256 for r in records if r.error is None and r.sha256 and not r.cached})

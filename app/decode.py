@@ -15,7 +15,6 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-
 from struct import error as struct_error
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -79,8 +78,12 @@ def prepare_bytes(name: str, raw: bytes, limits: PrepareLimits) -> Prepared | Fa
             img = Image.open(io.BytesIO(raw))
             w, h = img.size
             if w * h > limits.max_pixels:
-                return Failed(name, f"image declares {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
-                                    f"{limits.max_pixels / 1e6:.0f} MP (decompression bomb refused)", sha)
+                return Failed(
+                    name,
+                    f"image declares {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
+                    f"{limits.max_pixels / 1e6:.0f} MP (decompression bomb refused)",
+                    sha,
+                )
             orientation = img.getexif().get(0x0112, 1)
             if img.format == "JPEG" and limits.use_draft:
                 # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: a 12 MP photo costs a fraction.
@@ -126,8 +129,9 @@ def open_under(path: str | Path, within: str | Path | None) -> int:
         os.close(fd)
 
 
-def prepare_file(path: str | Path, name: str, limits: PrepareLimits,
-                 within: str | Path | None = None) -> Prepared | Failed:
+def prepare_file(
+    path: str | Path, name: str, limits: PrepareLimits, within: str | Path | None = None
+) -> Prepared | Failed:
     """Open the file once, check what was opened (fstat), read it, prepare it."""
     try:
         fd = open_under(path, within)
@@ -145,8 +149,9 @@ def prepare_file(path: str | Path, name: str, limits: PrepareLimits,
         if size == 0:
             return Failed(name, "empty file (0 bytes)")
         if size > limits.max_file_bytes:
-            return Failed(name, f"file is {size / 2**20:.1f} MiB, over the limit of "
-                                f"{limits.max_file_bytes / 2**20:.0f} MiB")
+            return Failed(
+                name, f"file is {size / 2**20:.1f} MiB, over the limit of {limits.max_file_bytes / 2**20:.0f} MiB"
+            )
         try:
             raw = fh.read(size + 1)  # sized to the file, not the limit: read(n) allocates n up front
         except OSError as exc:

@@ -29,9 +29,19 @@ class Entry:
     def to_message(self) -> dict[str, Any]:
         if self.kind == "data":
             raise ValueError("entries with bytes are not sent in messages; send their shard or table")
-        return {k: v for k, v in (("name", self.name), ("source", self.source), ("kind", self.kind),
-                                  ("path", self.path), ("root", self.root), ("url", self.url),
-                                  ("problem", self.problem)) if v is not None}
+        return {
+            k: v
+            for k, v in (
+                ("name", self.name),
+                ("source", self.source),
+                ("kind", self.kind),
+                ("path", self.path),
+                ("root", self.root),
+                ("url", self.url),
+                ("problem", self.problem),
+            )
+            if v is not None
+        }
 
     @classmethod
     def from_message(cls, raw: dict[str, Any]) -> Entry:
@@ -59,8 +69,10 @@ def prepare_entry(entry: Entry, limits: PrepareLimits) -> Prepared | Failed:
         if not raw:
             result = Failed(entry.name, "empty image (0 bytes)")
         elif len(raw) > limits.max_file_bytes:
-            result = Failed(entry.name, f"image is {len(raw) / 2**20:.1f} MiB, over the limit of "
-                                        f"{limits.max_file_bytes / 2**20:.0f} MiB")
+            result = Failed(
+                entry.name,
+                f"image is {len(raw) / 2**20:.1f} MiB, over the limit of {limits.max_file_bytes / 2**20:.0f} MiB",
+            )
         else:
             result = prepare_bytes(entry.name, raw, limits)
     return replace(result, source=entry.source)

@@ -12,8 +12,6 @@ from app.routing import PRIORITY_STEPS, follow_current_queue
 from app.schemas import PRIORITY
 from config.settings import Settings
 
-
-
 WORKER_POOL = "app.pool:HandBackPool"
 
 
@@ -47,8 +45,9 @@ def _ssl_options(settings: Settings) -> dict[str, Any] | None:
 
 def create_app(settings: Settings) -> Celery:
     redis_full.install()  # a full Redis pauses this process's Redis calls instead of failing them
-    celery_app = Celery("vlmq", broker=settings.broker_url, backend=settings.result_backend,
-                        include=["app.tasks", "app.prepare_task"])
+    celery_app = Celery(
+        "vlmq", broker=settings.broker_url, backend=settings.result_backend, include=["app.tasks", "app.prepare_task"]
+    )
     transport = _transport_options(settings)
     celery_app.conf.update(
         # JSON only: a pickle message is refused, never deserialized.
@@ -69,7 +68,9 @@ def create_app(settings: Settings) -> Celery:
         result_backend_always_retry=True,
         result_backend_max_retries=1_000_000,
         result_expires=settings.result_expires_s,
-        result_extended=True,
+        # A result holds the return value only: with result_extended it would also keep the task's
+        # arguments, a whole batch (about 700 bytes an image) until the result is freed.
+        result_extended=False,
         worker_deduplicate_successful_tasks=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # With REMAP_SIGTERM=SIGQUIT (producers.local.WORKER_ENV) SIGTERM is a cold shutdown: a

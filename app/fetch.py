@@ -31,7 +31,7 @@ def is_url(text: str) -> bool:
 def has_scheme(text: str) -> bool:
     """Looks like `scheme://…` (so not a local path), whatever the scheme."""
     parts = urlsplit(text)
-    return len(parts.scheme) > 1 and text[len(parts.scheme):].startswith("://")
+    return len(parts.scheme) > 1 and text[len(parts.scheme) :].startswith("://")
 
 
 def check_scheme(url: str) -> None:
@@ -56,8 +56,9 @@ def open_url(url: str, timeout_s: float, max_redirects: int = 3) -> Iterator[htt
                         url = target
                         continue
                     if response.status_code >= 400:
-                        raise FetchError(f"download failed: HTTP {response.status_code} "
-                                         f"{response.reason_phrase} ({url[:200]})")
+                        raise FetchError(
+                            f"download failed: HTTP {response.status_code} {response.reason_phrase} ({url[:200]})"
+                        )
                     yield response
                     return
             raise FetchError(f"refused: more than {max_redirects} redirects ({url[:200]})")
@@ -74,8 +75,9 @@ def fetch(url: str, max_bytes: int, timeout_s: float, max_redirects: int = 3) ->
     with open_url(url, timeout_s, max_redirects) as response:
         announced = response.headers.get("content-length")
         if announced and announced.isdigit() and int(announced) > max_bytes:
-            raise FetchError(f"download is {int(announced) / 2**20:.3g} MiB, over the limit of {limit_mib} "
-                             f"({url[:200]})")
+            raise FetchError(
+                f"download is {int(announced) / 2**20:.3g} MiB, over the limit of {limit_mib} ({url[:200]})"
+            )
         body = bytearray()
         try:
             for chunk in response.iter_bytes(CHUNK):

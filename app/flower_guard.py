@@ -12,8 +12,18 @@ import sys
 
 LOOPBACK_HINT = "127.0.0.1"
 # Flower's boolean options: they take no separate value (`--persistent` alone means true).
-FLAGS = {"debug", "inspect", "persistent", "enable_events", "auto_refresh", "natural_time", "xheaders",
-         "read_only", "purge_offline_workers_enabled", "help"}
+FLAGS = {
+    "debug",
+    "inspect",
+    "persistent",
+    "enable_events",
+    "auto_refresh",
+    "natural_time",
+    "xheaders",
+    "read_only",
+    "purge_offline_workers_enabled",
+    "help",
+}
 
 
 def is_loopback(address: str) -> bool:

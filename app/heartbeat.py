@@ -24,8 +24,14 @@ PREFIX = "vlmq:alive:"
 
 
 class Heartbeat:
-    def __init__(self, client: redis.Redis, hostname: str, queues: list[str], model: str = "",
-                 engine_state: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        hostname: str,
+        queues: list[str],
+        model: str = "",
+        engine_state: Callable[[], str] | None = None,
+    ) -> None:
         self.r = client
         self.hostname = hostname
         self.queues = queues
@@ -67,10 +73,19 @@ class Heartbeat:
     def beat(self) -> None:
         engine = self.engine_state() if self.engine_state else "unknown"
         self._beaten_engine_state = engine
-        value = {"hostname": self.hostname, "queues": self.queues, "pid": os.getpid(), "host": socket.gethostname(),
-                 "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "current": self.current,
-                 "batches_done": self.batches_done, "started": self.started, "at": time.time(),
-                 "model": self.model, "engine": engine}
+        value = {
+            "hostname": self.hostname,
+            "queues": self.queues,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            "current": self.current,
+            "batches_done": self.batches_done,
+            "started": self.started,
+            "at": time.time(),
+            "model": self.model,
+            "engine": engine,
+        }
         self.r.set(self.key, json.dumps(value), ex=TTL_S)
 
     def _run(self) -> None:

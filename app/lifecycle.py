@@ -50,8 +50,9 @@ def _start_heartbeat(sender=None, **_):
         log.warning("orphaned engine clean-up failed", exc_info=True)
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     rt = get_runtime(settings)
-    _heartbeat = Heartbeat(rt.store.r, sender.hostname, queues, model=engine_model_id(settings),
-                           engine_state=lambda: rt.engine_state).start()
+    _heartbeat = Heartbeat(
+        rt.store.r, sender.hostname, queues, model=engine_model_id(settings), engine_state=lambda: rt.engine_state
+    ).start()
     rt.on_engine_state = _heartbeat.nudge_if_engine_changed
 
 
@@ -71,8 +72,13 @@ def _enter_batch(task=None, args=(), **_):
     if task is not None:
         _running.update(id=task.request.id, retries=task.request.retries)
     if _heartbeat is not None:
-        _heartbeat.current = {"task": fields["stage"], "job_id": fields["job_id"], "batch_id": fields["batch_id"],
-                              "images": len(payload.get("items", [])), "since": time.time()}
+        _heartbeat.current = {
+            "task": fields["stage"],
+            "job_id": fields["job_id"],
+            "batch_id": fields["batch_id"],
+            "images": len(payload.get("items", [])),
+            "since": time.time(),
+        }
 
 
 @signals.task_postrun.connect

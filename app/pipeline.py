@@ -27,7 +27,15 @@ def batch_chain(celery_app: Celery, batch: BatchState, queue: str) -> chain:
     for i, ((name, stage), task_id) in enumerate(zip(TASKS, chain_task_ids(batch.batch_id))):
         first = i == 0
         options = {"queue": queue} if first else {}
-        links.append(celery_app.signature(name, args=(batch.model_dump(mode="json"),) if first else (),
-                                          priority=PRIORITY[stage], task_id=task_id, argsrepr=label,
-                                          kwargsrepr="{}", **options))
+        links.append(
+            celery_app.signature(
+                name,
+                args=(batch.model_dump(mode="json"),) if first else (),
+                priority=PRIORITY[stage],
+                task_id=task_id,
+                argsrepr=label,
+                kwargsrepr="{}",
+                **options,
+            )
+        )
     return chain(*links)

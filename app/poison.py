@@ -22,9 +22,15 @@ LOSSES = "vlmq:losses:"  # task id → {sha256: times its worker was lost while 
 TTL_S = 7 * 24 * 3600
 
 
-def isolate(r: redis.Redis, task_id: str, stage: str, batch: BatchState, threshold: int,
-            run_one: Callable[[BatchState], BatchState],
-            set_aside: Callable[[ItemState, str], None]) -> BatchState:
+def isolate(
+    r: redis.Redis,
+    task_id: str,
+    stage: str,
+    batch: BatchState,
+    threshold: int,
+    run_one: Callable[[BatchState], BatchState],
+    set_aside: Callable[[ItemState, str], None],
+) -> BatchState:
     running, losses_key = RUNNING + task_id, LOSSES + task_id
     culprit = r.get(running)
     if culprit is not None:  # the previous delivery died while this image ran alone
@@ -39,8 +45,11 @@ def isolate(r: redis.Redis, task_id: str, stage: str, batch: BatchState, thresho
                 continue
             lost = losses.get(item.ref.sha256, 0)
             if lost >= threshold:
-                set_aside(item, f"dead-lettered at {stage}: its worker was lost {lost} times "
-                                f"while this image was being processed alone")
+                set_aside(
+                    item,
+                    f"dead-lettered at {stage}: its worker was lost {lost} times "
+                    f"while this image was being processed alone",
+                )
                 continue
             r.set(running, item.ref.sha256, ex=TTL_S)
             run_one(BatchState(job_id=batch.job_id, batch_id=batch.batch_id, items=[item]))  # updates item

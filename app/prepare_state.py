@@ -45,8 +45,7 @@ class PrepareState:
     def key(self, part: str) -> str:
         return JobStore.key(self.job_id, part)
 
-    def reserve(self, batch_id: str, max_inflight: int, poll_s: float = 0.05,
-                lease_s: float = CLAIM_LEASE_S) -> bool:
+    def reserve(self, batch_id: str, max_inflight: int, poll_s: float = 0.05, lease_s: float = CLAIM_LEASE_S) -> bool:
         """Wait for room, then claim; False if already published or the job was cancelled."""
         keys = [self.key("sent"), self.key("done"), self.key("chains"), self.key("claims")]
         while True:

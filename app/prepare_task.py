@@ -19,17 +19,17 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 from app.celery import app, settings
 from app.decode import Failed, Prepared, PrepareLimits, open_under
 from app.entries import Entry, prepare_entry
+from app.fetch import is_url
 from app.orders import TASK_NAME, PrepareOrder
 from app.prepare_state import PrepareState
 from app.runtime import get_runtime
-from app.fetch import is_url
 from app.shards import shard_entries, shard_error_name
 from app.shipping import Shipper, SubmitStats, write_failure
 from app.tables import TableError, TableFile, row_name, table_entries
@@ -61,8 +61,10 @@ def allowed_root(path: str) -> Path | None:
 
 
 def refused_path(path: str) -> str:
-    return (f"refused: {path[:200]} is not under this CPU worker's prepare_roots (local paths need storage "
-            "shared with the producer, configured as VLMQ_PREPARE_ROOTS on the worker)")
+    return (
+        f"refused: {path[:200]} is not under this CPU worker's prepare_roots (local paths need storage "
+        "shared with the producer, configured as VLMQ_PREPARE_ROOTS on the worker)"
+    )
 
 
 @contextmanager
@@ -89,7 +91,9 @@ def entries_of(order: PrepareOrder, limits: PrepareLimits, counters: dict[str, C
             entry = Entry.from_message(unit)
             if entry.kind == "file" and not entry.problem:
                 root = allowed_root(entry.path or "")
-                entry = replace(entry, root=str(root)) if root else replace(entry, problem=refused_path(entry.path or ""))
+                entry = (
+                    replace(entry, root=str(root)) if root else replace(entry, problem=refused_path(entry.path or ""))
+                )
             yield entry
 
 
@@ -102,8 +106,14 @@ def _shard(order: PrepareOrder, unit: dict[str, Any], limits: PrepareLimits) -> 
         with opened_under_root(location) as safe:
             yield from shard_entries(location, *args, open_as=safe)
     except OSError as exc:
-        yield Entry(shard_error_name(location), unit.get("source"), "data", problem=str(exc) if isinstance(
-            exc, PermissionError) and "prepare_roots" in str(exc) else f"shard unreadable: {exc.strerror or exc}")
+        yield Entry(
+            shard_error_name(location),
+            unit.get("source"),
+            "data",
+            problem=str(exc)
+            if isinstance(exc, PermissionError) and "prepare_roots" in str(exc)
+            else f"shard unreadable: {exc.strerror or exc}",
+        )
 
 
 def _table(order: PrepareOrder, unit: dict[str, Any]) -> Iterator[Entry]:
@@ -175,9 +185,12 @@ def run_order(order: PrepareOrder, attempt: int) -> dict[str, int]:
                 write_failure(store, order.job_id, entry.name, reason, source=entry.source)
     else:
         spec = rt.spec(order.job_id)
-        ship_settings = settings.with_overrides(batch_size=order.batch_size, blob_ttl_s=order.blob_ttl_s,
-                                                max_inflight_batches=order.max_inflight_batches,
-                                                shared_dir=order.shared_dir)
+        ship_settings = settings.with_overrides(
+            batch_size=order.batch_size,
+            blob_ttl_s=order.blob_ttl_s,
+            max_inflight_batches=order.max_inflight_batches,
+            shared_dir=order.shared_dir,
+        )
         shipper = Shipper(ship_settings, app, store, spec, order.queues)
         entries = entries_of(order, limits, counters)
         for k, group in enumerate(iter(lambda: list(islice(entries, order.batch_size)), [])):

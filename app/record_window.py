@@ -7,7 +7,7 @@ the dataset and deletes them. What stays per image after a job is one record-cac
 (16-byte sha256 prefix → the part that holds the record), and nothing with --no-cache.
 
 Counters are bumped exactly once per image: a staged record only when its hash field is new, a
-batch written to the dataset only when its id first enters the job's done set.
+batch written to the dataset only when it is first marked done (app.batch_marks).
 """
 
 from __future__ import annotations
@@ -33,15 +33,6 @@ for i = 2, #ARGV, 4 do
   end
 end
 redis.call('EXPIRE', KEYS[1], ARGV[1]); redis.call('EXPIRE', KEYS[2], ARGV[1]); redis.call('EXPIRE', KEYS[3], ARGV[1])
-"""
-# KEYS: done, counts. ARGV: ttl, batch id, then (field, increment) pairs. Returns 1 if counted now.
-_COUNT_BATCH = """
-local new = redis.call('SADD', KEYS[1], ARGV[2])
-if new == 1 then
-  for i = 3, #ARGV, 2 do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i+1]) end
-end
-redis.call('EXPIRE', KEYS[1], ARGV[1]); redis.call('EXPIRE', KEYS[2], ARGV[1])
-return new
 """
 
 
@@ -93,12 +84,13 @@ class RecordWindow:
         """Stage records (keyed by image name: a rewrite replaces, and counts nothing twice)."""
         by_job: dict[str, list[str]] = {}
         for rec in records:
-            by_job.setdefault(rec.job_id, []).extend([rec.image, rec.model_dump_json(), rec.outcome,
-                                                      rec.worker or "-"])
+            by_job.setdefault(rec.job_id, []).extend([rec.image, rec.model_dump_json(), rec.outcome, rec.worker or "-"])
         for job_id, args in by_job.items():
-            self._script("stage", _STAGE)(keys=[self.key(job_id, "records"), self.key(job_id, "counts"),
-                                                self.key(job_id, "named")],
-                                          args=[self.ttl, *args], client=pipe or self.r)
+            self._script("stage", _STAGE)(
+                keys=[self.key(job_id, "records"), self.key(job_id, "counts"), self.key(job_id, "named")],
+                args=[self.ttl, *args],
+                client=pipe or self.r,
+            )
 
     def supersede(self, job_id: str, names: Sequence[str], batch_id: str, outcome: str) -> None:
         """These names get a new record from `batch_id` (a requeued dead letter): readers skip their
@@ -122,14 +114,6 @@ class RecordWindow:
     def staged_count(self, job_id: str) -> int:
         return int(self.r.hlen(self.key(job_id, "records")))
 
-    def count_batch(self, job_id: str, batch_id: str, records: Sequence[ImageRecord], pipe: Any = None) -> None:
-        """Count a batch written to the dataset, once however often it is redone."""
-        args: list[Any] = [self.ttl, batch_id]
-        for name, n in count_fields(records).items():
-            args += [name, n]
-        self._script("count", _COUNT_BATCH)(keys=[self.key(job_id, "done"), self.key(job_id, "counts")],
-                                            args=args, client=pipe or self.r)
-
     def counts(self, job_id: str) -> dict[str, int]:
         return {k.decode(): int(v) for k, v in self.r.hgetall(self.key(job_id, "counts")).items()}
 
@@ -142,8 +126,9 @@ class RecordWindow:
         """`part` ("<job>/<part name>") holds the good records of these images."""
         if shas:
             key = self.record_index_key(fingerprint)
-            self._script("index", _INDEX)(keys=[key, key + ":parts"], args=[CACHE_TTL_S, part, *map(sha_field, shas)],
-                                          client=pipe or self.r)
+            self._script("index", _INDEX)(
+                keys=[key, key + ":parts"], args=[CACHE_TTL_S, part, *map(sha_field, shas)], client=pipe or self.r
+            )
 
     def indexed_parts(self, fingerprint: str, shas: Sequence[str]) -> list[str | None]:
         if not shas:
@@ -153,8 +138,9 @@ class RecordWindow:
         wanted = sorted({i for i in ids if i is not None})
         if not wanted:
             return [None] * len(shas)
-        parts = dict(zip(wanted, (v.decode() if v else None for v in self.r.hmget(key + ":parts",
-                                                                                   [f"p{i}" for i in wanted]))))
+        parts = dict(
+            zip(wanted, (v.decode() if v else None for v in self.r.hmget(key + ":parts", [f"p{i}" for i in wanted])))
+        )
         return [parts.get(i) if i is not None else None for i in ids]
 
     # --- stage caches ------------------------------------------------------------------------

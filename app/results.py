@@ -25,12 +25,21 @@ import pyarrow.parquet as pq
 from app.schemas import ImageRecord
 from config.settings import resolve_location
 
-SCHEMA = pa.schema([
-    ("image", pa.string()), ("sha256", pa.string()), ("outcome", pa.string()), ("category", pa.string()),
-    ("score", pa.float64()), ("error", pa.string()), ("worker", pa.string()), ("batch_id", pa.string()),
-    ("record", pa.string()),  # the whole ImageRecord as JSON: what every reader rebuilds records from
-])
-READ_BATCH_ROWS = 2048  # rows decoded at a time: what bounds a reader's memory
+SCHEMA = pa.schema(
+    [
+        ("image", pa.string()),
+        ("sha256", pa.string()),
+        ("outcome", pa.string()),
+        ("category", pa.string()),
+        ("score", pa.float64()),
+        ("error", pa.string()),
+        ("worker", pa.string()),
+        ("batch_id", pa.string()),
+        ("record", pa.string()),  # the whole ImageRecord as JSON: what every reader rebuilds records from
+    ]
+)
+READ_BATCH_ROWS = 2048  # rows decoded at a time: with PARTS_AT_ONCE, what bounds a reader's memory
+PARTS_AT_ONCE = 256
 # Fault injection for the fault suite: names a file; a worker that finds it deletes it and SIGKILLs
 # itself right after writing a part, before Redis hears of it (the window in which a kill must
 # neither lose nor double a record).
@@ -68,9 +77,11 @@ class ResultsDataset:
 
     def parts(self, job_id: str) -> list[str]:
         selector = pafs.FileSelector(self.folder(job_id), allow_not_found=True)
-        return sorted(i.path for i in self.fs.get_file_info(selector)
-                      if i.type == pafs.FileType.File and i.path.endswith(".parquet")
-                      and not i.base_name.startswith("."))
+        return sorted(
+            i.path
+            for i in self.fs.get_file_info(selector)
+            if i.type == pafs.FileType.File and i.path.endswith(".parquet") and not i.base_name.startswith(".")
+        )
 
     def _dataset(self, job_id: str, paths: Sequence[str] | None = None) -> ds.Dataset | None:
         paths = list(paths) if paths is not None else self.parts(job_id)
@@ -78,24 +89,36 @@ class ResultsDataset:
 
     def count(self, job_id: str, superseded: Mapping[str, str] | None = None) -> int:
         """Rows of the job, less the older rows of images whose record was replaced."""
-        dataset = self._dataset(job_id)
-        if dataset is None:
-            return 0
-        stale = 0
-        if superseded:
-            names = dataset.to_table(columns=["image", "batch_id"], filter=ds.field("image").isin(list(superseded)))
-            stale = sum(superseded[n] != b for n, b in zip(names.column("image").to_pylist(),
-                                                           names.column("batch_id").to_pylist()))
-        return dataset.count_rows() - stale
+        paths, rows, stale = self.parts(job_id), 0, 0
+        for start in range(0, len(paths), PARTS_AT_ONCE):  # from the files' footers, a group at a time
+            dataset = self._dataset(job_id, paths[start : start + PARTS_AT_ONCE])
+            assert dataset is not None
+            rows += dataset.count_rows()
+            if superseded:
+                found = dataset.to_table(columns=["image", "batch_id"], filter=ds.field("image").isin(list(superseded)))
+                pairs = zip(found.column("image").to_pylist(), found.column("batch_id").to_pylist())
+                stale += sum(superseded[n] != b for n, b in pairs)
+        return rows - stale
+
+    def _batches(self, job_id: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        """Record batches of every part, a group of parts at a time: a dataset object keeps each
+        file's metadata once read, so one over all of a big job's parts would grow with it."""
+        paths = self.parts(job_id)
+        for start in range(0, len(paths), PARTS_AT_ONCE):
+            dataset = self._dataset(job_id, paths[start : start + PARTS_AT_ONCE])
+            assert dataset is not None
+            yield from dataset.to_batches(columns=list(columns), batch_size=READ_BATCH_ROWS)
+
+    def rows(self, job_id: str, columns: Sequence[str]) -> Iterator[tuple]:
+        """Chosen columns of every row, streamed."""
+        for batch in self._batches(job_id, columns):
+            yield from zip(*(batch.column(c).to_pylist() for c in columns))
 
     def iter_records(self, job_id: str, superseded: Mapping[str, str] | None = None) -> Iterator[ImageRecord]:
         """Every record of the job, a few thousand rows in memory at a time. An image in `superseded`
         (requeued: name → the batch of its new record) shows only its row from that batch."""
-        dataset = self._dataset(job_id)
-        if dataset is None:
-            return
         superseded = superseded or {}
-        for batch in dataset.to_batches(columns=["image", "batch_id", "record"], batch_size=READ_BATCH_ROWS):
+        for batch in self._batches(job_id, ["image", "batch_id", "record"]):
             images, batches = batch.column("image").to_pylist(), batch.column("batch_id").to_pylist()
             for image, batch_id, raw in zip(images, batches, batch.column("record").to_pylist()):
                 if superseded.get(image, batch_id) == batch_id:
@@ -109,12 +132,15 @@ class ResultsDataset:
         """Records by sha256 from one part (the record cache's lookups); {} if the part is gone."""
         wanted = sorted(set(shas))
         try:
-            table = pq.read_table(path, filesystem=self.fs, columns=["sha256", "record"],
-                                  filters=[("sha256", "in", wanted)])
+            table = pq.read_table(
+                path, filesystem=self.fs, columns=["sha256", "record"], filters=[("sha256", "in", wanted)]
+            )
         except (FileNotFoundError, OSError):
             return {}
-        return {sha: ImageRecord.model_validate_json(raw)
-                for sha, raw in zip(table.column("sha256").to_pylist(), table.column("record").to_pylist())}
+        return {
+            sha: ImageRecord.model_validate_json(raw)
+            for sha, raw in zip(table.column("sha256").to_pylist(), table.column("record").to_pylist())
+        }
 
     def writable(self) -> bool:
         """Whether this process can write under the location (a probe file, removed again)."""
@@ -130,7 +156,14 @@ class ResultsDataset:
 
 
 def row(r: ImageRecord) -> dict[str, object]:
-    return {"image": r.image, "sha256": r.sha256, "outcome": r.outcome,
-            "category": r.classification.category if r.classification else None,
-            "score": r.scoring.score if r.scoring else None, "error": r.error, "worker": r.worker,
-            "batch_id": r.batch_id, "record": r.model_dump_json()}
+    return {
+        "image": r.image,
+        "sha256": r.sha256,
+        "outcome": r.outcome,
+        "category": r.classification.category if r.classification else None,
+        "score": r.scoring.score if r.scoring else None,
+        "error": r.error,
+        "worker": r.worker,
+        "batch_id": r.batch_id,
+        "record": r.model_dump_json(),
+    }

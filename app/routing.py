@@ -107,7 +107,7 @@ def recover_staged(r: redis.Redis) -> int:
     recovered = 0
     for key in r.scan_iter(f"{STAGING}*", count=100):
         staging = key.decode()
-        dst_key = staging[len(STAGING):]
+        dst_key = staging[len(STAGING) :]
         target = dst_key.split(kombu_sep(), 1)[0]
         while (raw := r.lindex(staging, -1)) is not None:
             _deliver(r, staging, dst_key, target, raw)

@@ -10,6 +10,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+
 from app import refs
 from app.results import ResultsDataset
 from app.schemas import ItemState, JobSpec
@@ -39,7 +40,9 @@ class WorkerRuntime:
     def engine(self) -> Engine:
         with self._lock:
             if self._engine is None:
-                log.info("loading engine", extra={"engine": self.settings.engine, "model": engine_model_id(self.settings)})
+                log.info(
+                    "loading engine", extra={"engine": self.settings.engine, "model": engine_model_id(self.settings)}
+                )
                 self._set_engine_state("loading")
                 try:
                     self._engine = create_engine(self.settings)
@@ -105,8 +108,9 @@ class WorkerRuntime:
                 missing.append(item)
             else:
                 try:
-                    found[sha] = refs.read_shared(key, sha, job_id, self.settings.shared_dir,
-                                                  self.settings.max_file_bytes)
+                    found[sha] = refs.read_shared(
+                        key, sha, job_id, self.settings.shared_dir, self.settings.max_file_bytes
+                    )
                 except refs.RefusedReference as exc:
                     log.warning("shared image refused", extra={"path": key, "error": str(exc)})
         for item, data in zip(missing, self.store.get_blobs([i.ref.blob for i in missing])):

@@ -72,8 +72,15 @@ class JobSpec(BaseModel):
     def fingerprint(self) -> str:
         """Everything that changes a finished record; keys the whole-record cache."""
         relevant = self.model_dump_json(
-            include={"prompts", "system_prompt", "sampling", "model", "score_threshold",
-                     "categories_to_score", "categories_to_summarize"}
+            include={
+                "prompts",
+                "system_prompt",
+                "sampling",
+                "model",
+                "score_threshold",
+                "categories_to_score",
+                "categories_to_summarize",
+            }
         )
         return hashlib.sha256(relevant.encode()).hexdigest()[:16]
 
@@ -189,8 +196,9 @@ class ImageRecord(BaseModel):
         return "failed" if self.error else ("cached" if self.cached else "done")
 
     @classmethod
-    def from_item(cls, item: ItemState, name: str, job_id: str, batch_id: str, model: str,
-                  worker: str | None) -> ImageRecord:
+    def from_item(
+        cls, item: ItemState, name: str, job_id: str, batch_id: str, model: str, worker: str | None
+    ) -> ImageRecord:
         prompts = {}
         if item.classification:
             prompts["classification"] = item.classification.prompt
@@ -222,8 +230,15 @@ class ImageRecord(BaseModel):
         )
 
     @classmethod
-    def failure(cls, name: str, job_id: str, reason: str, stage: str = "ingest",
-                sha256: str | None = None, source: str | None = None) -> ImageRecord:
+    def failure(
+        cls,
+        name: str,
+        job_id: str,
+        reason: str,
+        stage: str = "ingest",
+        sha256: str | None = None,
+        source: str | None = None,
+    ) -> ImageRecord:
         return cls(image=name, job_id=job_id, sha256=sha256, error=reason, error_stage=stage, source=source)
 
 

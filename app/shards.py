@@ -48,8 +48,14 @@ def open_shard(location: str, limits: PrepareLimits) -> Iterator[BinaryIO]:
             yield fh
 
 
-def shard_entries(location: str, label: str, extensions: Sequence[str], limits: PrepareLimits,
-                  source: str | None = None, open_as: str | None = None) -> Iterator[Entry]:
+def shard_entries(
+    location: str,
+    label: str,
+    extensions: Sequence[str],
+    limits: PrepareLimits,
+    source: str | None = None,
+    open_as: str | None = None,
+) -> Iterator[Entry]:
     """The shard's image members as entries with their bytes; damage ends the shard with one error.
 
     `open_as`: the path actually opened (a descriptor already opened safely, /proc/self/fd/N)."""
@@ -64,16 +70,25 @@ def shard_entries(location: str, label: str, extensions: Sequence[str], limits: 
                 name = f"{label}/{display_name(member.name)}"
                 if member.size > limits.max_file_bytes:
                     whole += 1
-                    yield Entry(name, source, "data", problem=f"shard member is {member.size / 2**20:.1f} MiB, "
-                                f"over the limit of {limits.max_file_bytes / 2**20:.0f} MiB")
+                    yield Entry(
+                        name,
+                        source,
+                        "data",
+                        problem=f"shard member is {member.size / 2**20:.1f} MiB, "
+                        f"over the limit of {limits.max_file_bytes / 2**20:.0f} MiB",
+                    )
                     continue
                 fh = tar.extractfile(member)
                 data = fh.read() if fh else b""
                 whole += 1
                 yield Entry(name, source, "data", data=data)
     except (tarfile.TarError, EOFError, OSError, FetchError, zlib.error) as exc:
-        yield Entry(shard_error_name(location), source, "data",
-                    problem=f"shard truncated or corrupt after {whole} image members: {type(exc).__name__}: {exc}")
+        yield Entry(
+            shard_error_name(location),
+            source,
+            "data",
+            problem=f"shard truncated or corrupt after {whole} image members: {type(exc).__name__}: {exc}",
+        )
 
 
 def shard_error_name(location: str) -> str:

@@ -8,19 +8,20 @@ queue choice and the in-flight bound behave the same wherever the images were pr
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from collections import OrderedDict
 from pathlib import Path
 
 from celery import Celery
 
 from app import redis_full
+from app.claims import Claims, RedisClaims
 from app.decode import Prepared, PrepareLimits
 from app.heartbeat import live_queues
 from app.pipeline import batch_chain, chain_task_ids
-from app.routing import least_loaded
 from app.results import ResultsDataset
+from app.routing import least_loaded
 from app.schemas import BatchState, ImageRecord, ImageRef, ItemState, JobSpec
 from app.store import JobStore
 from config.errors import ConfigError, UnsupportedModelError
@@ -58,9 +59,14 @@ def useful_edge(settings: Settings) -> int:
 
 
 def limits_from(settings: Settings) -> PrepareLimits:
-    return PrepareLimits(settings.max_file_bytes, settings.max_pixels, useful_edge(settings),
-                         settings.jpeg_quality, fetch_timeout_s=settings.fetch_timeout_s,
-                         max_redirects=settings.max_redirects)
+    return PrepareLimits(
+        settings.max_file_bytes,
+        settings.max_pixels,
+        useful_edge(settings),
+        settings.jpeg_quality,
+        fetch_timeout_s=settings.fetch_timeout_s,
+        max_redirects=settings.max_redirects,
+    )
 
 
 def alias_sources_key(job_id: str) -> str:
@@ -78,9 +84,18 @@ def alias_sources(store: JobStore, job_id: str, names: Sequence[str]) -> dict[st
 class Shipper:
     """Resolves prepared images against the job and the cache, and ships batches of the rest."""
 
-    def __init__(self, settings: Settings, celery_app: Celery, store: JobStore, spec: JobSpec,
-                 queues: Sequence[str] | None = None, resuming: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        celery_app: Celery,
+        store: JobStore,
+        spec: JobSpec,
+        queues: Sequence[str] | None = None,
+        resuming: bool = False,
+        claims: Claims | None = None,
+    ) -> None:
         self.settings, self.celery, self.store, self.spec = settings, celery_app, store, spec
+        self.claims = claims or RedisClaims(store, spec.job_id)
         self.resuming = resuming  # finishing an interrupted submission: skip what it already handled
         self.explicit_queues = list(queues) if queues else None  # else those live workers serve now
         self.queues = self.explicit_queues or self.live_gpu_queues() or list(spec.queues or settings.queues)
@@ -106,10 +121,10 @@ class Shipper:
         by_sha: dict[str, list[Prepared]] = {}
         for p in prepared:
             by_sha.setdefault(p.sha256, []).append(p)
-        owners = self.store.claim_shas(job_id, {sha: ps[0].name for sha, ps in by_sha.items()})
+        owners = self.claims.claim({sha: ps[0].name for sha, ps in by_sha.items()})
         if self.resuming:  # claimed by the interrupted run itself: ship it again unless it was shipped
             mine = {sha: ps[0].name for sha, ps in by_sha.items() if owners[sha] == ps[0].name}
-            handled = self.store.already_handled(job_id, mine)
+            handled = self.claims.handled(mine)
             stats.resumed += sum(len(by_sha[sha]) for sha in handled)
             by_sha = {sha: ps for sha, ps in by_sha.items() if sha not in handled}
         fresh = {sha: ps for sha, ps in by_sha.items() if owners[sha] in (None, ps[0].name)}
@@ -128,13 +143,30 @@ class Shipper:
                 self._hits[sha] = hit
                 while len(self._hits) > 10_000:
                     self._hits.popitem(last=False)
-                self.store.write_records([hit.model_copy(update={"image": p.name, "source": p.source, "job_id": job_id,
-                                                                 "cached": True, "worker": None})
-                                          for p in fresh[sha]])
+                self.store.write_records(
+                    [
+                        hit.model_copy(
+                            update={
+                                "image": p.name,
+                                "source": p.source,
+                                "job_id": job_id,
+                                "cached": True,
+                                "worker": None,
+                            }
+                        )
+                        for p in fresh[sha]
+                    ]
+                )
                 continue
             first = fresh[sha][0]
-            ref = ImageRef(sha256=sha, names=[p.name for p in fresh[sha]], width=first.width, height=first.height,
-                           blob="", sources={p.name: p.source for p in fresh[sha] if p.source is not None})
+            ref = ImageRef(
+                sha256=sha,
+                names=[p.name for p in fresh[sha]],
+                width=first.width,
+                height=first.height,
+                blob="",
+                sources={p.name: p.source for p in fresh[sha] if p.source is not None},
+            )
             items.append(ItemState(ref=ref))
             self._data[sha] = first.data
         return items
@@ -160,14 +192,16 @@ class Shipper:
         if copy.source is not None:  # before the alias: whoever writes its record finds its source
             self.store.r.hset(alias_sources_key(job_id), copy.name, copy.source)
             self.store.r.expire(alias_sources_key(job_id), self.store.ttl)
-        batch_id, done = self.store.add_alias(job_id, sha, copy.name)
-        if batch_id is not None and not done:
+        self.store.add_alias(job_id, sha, copy.name)
+        batch_id = self.claims.batch_of(sha)
+        if batch_id is not None and not self.store.is_batch_done(job_id, batch_id):
             return  # the worker writes it when the original's batch is done (app.tasks)
-        original = self.store.record(job_id, canonical) or self._hits.get(sha)
-        if original is None and self.dataset is not None:
-            path = self.dataset.part_path(job_id, batch_id) if batch_id else None
-            original = (self.dataset.find(path, [sha]) if path else {}).get(sha) or self.find_in_job(sha)
-        if original is not None:
+        original = self._hits.get(sha) or self.store.record(job_id, canonical)
+        if original is None and batch_id is not None and self.dataset is not None:
+            original = self.dataset.find(self.dataset.part_path(job_id, batch_id), [sha]).get(sha) or self.find_in_job(
+                sha
+            )
+        if original is not None:  # else not shipped yet: the worker of its batch writes the copy's record
             self.store.write_records([original.model_copy(update={"image": copy.name, "source": copy.source})])
 
     def find_in_job(self, sha: str) -> ImageRecord | None:
@@ -179,8 +213,9 @@ class Shipper:
                 return found[sha]
         return None
 
-    def ship(self, items: list[ItemState], batch_id: str, stats: SubmitStats,
-             reserve: Callable[[str], bool] | None = None) -> bool:
+    def ship(
+        self, items: list[ItemState], batch_id: str, stats: SubmitStats, reserve: Callable[[str], bool] | None = None
+    ) -> bool:
         """Blobs, then the batch's chain; False if nothing was sent (cancelled, or already sent).
 
         `reserve(batch_id)` waits for room and claims the batch atomically (prepare tasks, many
@@ -194,14 +229,18 @@ class Shipper:
                 self._data.pop(item.ref.sha256, None)
             return False
         blobs = {i.ref.sha256: self._data.pop(i.ref.sha256) for i in items}
-        keys = self._write_shared(blobs) if self.settings.shared_dir else \
-            self.store.put_blobs(job_id, blobs, self.settings.blob_ttl_s)
+        keys = (
+            self._write_shared(blobs)
+            if self.settings.shared_dir
+            else self.store.put_blobs(job_id, blobs, self.settings.blob_ttl_s)
+        )
         for item in items:
             item.ref.blob = keys[item.ref.sha256]
         batch = BatchState(job_id=job_id, batch_id=batch_id, items=items)
         # published first: a batch counted as sent is one Redis has (a failed publish raises here)
         batch_chain(self.celery, batch, self.pick_queue()).apply_async(retry=True, retry_policy=PUBLISH_RETRY)
-        self.store.add_chain(job_id, batch_id, chain_task_ids(batch_id), [i.ref.sha256 for i in items])
+        self.store.add_chain(job_id, batch_id, chain_task_ids(batch_id))
+        self.claims.shipped([i.ref.sha256 for i in items], batch_id)
         stats.batches += 1
         stats.shipped += len(items)  # unique images; their duplicate copies are counted apart
         return True
@@ -242,6 +281,7 @@ class Shipper:
         return not self.store.is_cancelled(job_id)
 
 
-def write_failure(store: JobStore, job_id: str, name: str, reason: str, sha256: str | None = None,
-                  source: str | None = None) -> None:
+def write_failure(
+    store: JobStore, job_id: str, name: str, reason: str, sha256: str | None = None, source: str | None = None
+) -> None:
     store.write_records([ImageRecord.failure(name, job_id, reason, sha256=sha256, source=source)])

@@ -15,16 +15,24 @@ from typing import Any, Protocol
 
 from app.schemas import BatchState, Classification, ItemState, JobSpec, Scoring, Stage, Summary
 from config.errors import BatchRejectedError, OutputParseError, PipelineError
+from config.output_schema import parse_json_output
 from config.prompts import Prompt
 from workers.engine import Engine, EngineRequest
-from config.output_schema import parse_json_output
-from workers.formats import (JSON_MIN_TOKENS, OutputFormat, asks_for_reasoning, check_score,
-                             classification_schema, parse_choice, parse_score, parse_text)
+from workers.formats import (
+    JSON_MIN_TOKENS,
+    OutputFormat,
+    asks_for_reasoning,
+    check_score,
+    classification_schema,
+    parse_choice,
+    parse_score,
+    parse_text,
+)
 
-
-# Stages whose outputs are cached per image (short: a category, a score). A summary is long; whole
-# records come back from the record cache (its index in Redis, the records in the dataset).
-STAGE_CACHED: tuple[Stage, ...] = ("classify", "score")
+# Stages whose outputs Redis caches per image: a category is a few bytes. Scores and summaries carry
+# reasoning text; whole records come back from the record cache (its index in Redis, the records
+# in the dataset), so Redis keeps a few dozen bytes an image, whatever the model writes.
+STAGE_CACHED: tuple[Stage, ...] = ("classify",)
 
 
 class ResultCache(Protocol):
@@ -87,8 +95,10 @@ def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
             item.skipped[stage] = f"score {item.scores[0].score:g} is below threshold {spec.score_threshold:g}"
             return []
     fmt: OutputFormat = "score" if stage == "score" else "text"
-    return [Unit(item, p, "json" if p.output_schema else fmt, [], p.output_schema)
-            for p in spec.prompts.for_stage(stage, category)]
+    return [
+        Unit(item, p, "json" if p.output_schema else fmt, [], p.output_schema)
+        for p in spec.prompts.for_stage(stage, category)
+    ]
 
 
 def cache_key(stage: Stage, unit: Unit, spec: JobSpec) -> tuple[str, str]:
@@ -164,12 +174,22 @@ def run_stage(stage: Stage, batch: BatchState, ctx: StageContext) -> BatchState:
         sampling = getattr(ctx.spec.sampling, stage)
         if unit.format == "json" and sampling.max_tokens < JSON_MIN_TOKENS:
             sampling = sampling.model_copy(update={"max_tokens": JSON_MIN_TOKENS})
-        requests.append(EngineRequest(image=data, image_key=unit.item.ref.sha256,
-                                      system=ctx.spec.system_prompt, text=unit.prompt.text,
-                                      sampling=sampling, format=unit.format, choices=unit.choices,
-                                      schema=unit.schema))
+        requests.append(
+            EngineRequest(
+                image=data,
+                image_key=unit.item.ref.sha256,
+                system=ctx.spec.system_prompt,
+                text=unit.prompt.text,
+                sampling=sampling,
+                format=unit.format,
+                choices=unit.choices,
+                schema=unit.schema,
+            )
+        )
         sent.append(i)
-    outputs: dict[int, str | PipelineError] = dict(zip(sent, generate_resilient(ctx.engine(), requests) if requests else []))
+    outputs: dict[int, str | PipelineError] = dict(
+        zip(sent, generate_resilient(ctx.engine(), requests) if requests else [])
+    )
     fresh: dict[tuple[str, str], str] = {}
     hit_items: dict[int, bool] = {}
     for i, unit in enumerate(units):

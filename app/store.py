@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -21,8 +21,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from app import redis_full
+from app.batch_marks import BatchMarks
 from app.heartbeat import PREFIX as ALIVE_PREFIX
-from app.record_window import P, RecordWindow
+from app.record_window import P, RecordWindow, count_fields
 from app.routing import level_keys
 from app.schemas import DeadLetter, ImageRecord, JobSpec
 from config.errors import JobNotFoundError
@@ -39,8 +40,12 @@ def redis_client(settings: Settings, url: str | None = None, retry_s: float = 60
     redis_full.install()
     kwargs: dict[str, Any] = {}
     if (url or settings.broker_url).startswith("rediss://"):
-        kwargs.update(ssl_ca_certs=settings.redis_ssl_ca_certs, ssl_certfile=settings.redis_ssl_certfile,
-                      ssl_keyfile=settings.redis_ssl_keyfile, ssl_cert_reqs="required")
+        kwargs.update(
+            ssl_ca_certs=settings.redis_ssl_ca_certs,
+            ssl_certfile=settings.redis_ssl_certfile,
+            ssl_keyfile=settings.redis_ssl_keyfile,
+            ssl_cert_reqs="required",
+        )
     retries = max(1, int(retry_s / 2))
     return redis.Redis.from_url(
         url or settings.broker_url,
@@ -73,7 +78,7 @@ class JobProgress(BaseModel):
         return self.total is not None and self.accounted >= self.total
 
 
-class JobStore(RecordWindow):
+class JobStore(RecordWindow, BatchMarks):
     jobs_key = f"{P}jobs"  # sorted set of job ids by creation time
 
     def __init__(self, client: redis.Redis, job_ttl_s: int = 30 * 24 * 3600) -> None:
@@ -97,8 +102,10 @@ class JobStore(RecordWindow):
     # --- jobs ------------------------------------------------------------------------------
     def create_job(self, spec: JobSpec) -> None:
         pipe = self.r.pipeline()
-        pipe.hset(self.key(spec.job_id), mapping={"spec": spec.model_dump_json(), "status": "submitting",
-                                                  "created_at": spec.created_at})
+        pipe.hset(
+            self.key(spec.job_id),
+            mapping={"spec": spec.model_dump_json(), "status": "submitting", "created_at": spec.created_at},
+        )
         pipe.expire(self.key(spec.job_id), self.ttl)
         pipe.zadd(self.jobs_key, {spec.job_id: spec.created_at})
         pipe.execute()
@@ -137,19 +144,22 @@ class JobStore(RecordWindow):
     def job_ids(self, limit: int = 50) -> list[str]:
         return [j.decode() for j in self.r.zrevrange(self.jobs_key, 0, limit - 1)]
 
-    def add_chain(self, job_id: str, batch_id: str, task_ids: Sequence[str], shas: Sequence[str] = ()) -> None:
-        """A batch was published; `shas` are its images, never to be shipped again by a resume."""
+    def add_chain(self, job_id: str, batch_id: str, task_ids: Sequence[str]) -> None:
+        """A batch was published."""
         pipe = self.r.pipeline()
-        pipe.sadd(self.key(job_id, "sent"), batch_id)
-        pipe.hset(self.key(job_id, "chains"), batch_id, ",".join(task_ids))
-        if shas:  # which batch carries each image: a duplicate found later asks whether it is done
-            pipe.hset(self.key(job_id, "shipped"), mapping={sha: batch_id for sha in shas})
-        for part in ("sent", "chains", "shipped"):
-            pipe.expire(self.key(job_id, part), self.ttl)
+        self.mark_sent(job_id, batch_id, list(task_ids), pipe)
         pipe.execute()
 
-    def chain_count(self, job_id: str) -> int:
-        return int(self.r.hlen(self.key(job_id, "chains")))
+    def note_shipped(self, job_id: str, shas: Sequence[str], batch_id: str) -> None:
+        """Which batch carries each image (app.claims.RedisClaims): never shipped again by a resume,
+        and a duplicate found later asks whether that batch is done."""
+        if shas:
+            self.r.hset(self.key(job_id, "shipped"), mapping={sha: batch_id for sha in shas})
+            self.r.expire(self.key(job_id, "shipped"), self.ttl)
+
+    def shipped_in(self, job_id: str, sha256: str) -> str | None:
+        raw = self.r.hget(self.key(job_id, "shipped"), sha256)
+        return raw.decode() if raw is not None else None
 
     def already_handled(self, job_id: str, first_names: Mapping[str, str]) -> set[str]:
         """The shas (claimed by this job before) that a batch carried or whose image has a record."""
@@ -161,27 +171,6 @@ class JobStore(RecordWindow):
         pipe.hmget(self.key(job_id, "named"), [first_names[s] for s in shas])
         shipped, named = pipe.execute()
         return {sha for sha, sent, rec in zip(shas, shipped, named) if sent or rec}
-
-    def batch_of(self, job_id: str, sha256: str) -> tuple[str | None, bool]:
-        """The batch that carries an image, and whether that batch is done."""
-        raw = self.r.hget(self.key(job_id, "shipped"), sha256)
-        if raw is None:
-            return None, False
-        return raw.decode(), self.is_batch_done(job_id, raw.decode())
-
-    def chains(self, job_id: str) -> dict[str, list[str]]:
-        raw = self.r.hgetall(self.key(job_id, "chains"))
-        return {k.decode(): v.decode().split(",") for k, v in raw.items()}
-
-    def batches_in_flight(self, job_id: str) -> int:
-        pipe = self.r.pipeline(transaction=False)  # reads: a full Redis refuses every MULTI
-        pipe.scard(self.key(job_id, "sent"))
-        pipe.scard(self.key(job_id, "done"))
-        sent, done = pipe.execute()
-        return sent - done
-
-    def is_batch_done(self, job_id: str, batch_id: str) -> bool:
-        return bool(self.r.sismember(self.key(job_id, "done"), batch_id))
 
     # --- blobs (claim check) ---------------------------------------------------------------
     def put_blobs(self, job_id: str, blobs: Mapping[str, bytes], ttl_s: int) -> dict[str, str]:
@@ -204,26 +193,33 @@ class JobStore(RecordWindow):
         return total
 
     # --- batches done --------------------------------------------------------------------------
-    def finish_batch(self, job_id: str, batch_id: str, records: Sequence[ImageRecord], blob_keys: Sequence[str],
-                     fingerprint: str, written: str | None, result_id: str | None = None,
-                     attempt_keys: Sequence[str] = ()) -> None:
+    def finish_batch(
+        self,
+        job_id: str,
+        batch_id: str,
+        records: Sequence[ImageRecord],
+        blob_keys: Sequence[str],
+        fingerprint: str,
+        written: str | None,
+        result_id: str | None = None,
+        attempt_keys: Sequence[str] = (),
+    ) -> None:
         """A batch's records are in: counters, the cache index and blob deletion in one transaction.
 
         `written` is the dataset part that holds them; None: they wait in the staging window."""
         pipe = self.r.pipeline(transaction=True)
-        if written is None:
+        if written is None:  # staged records are counted as they are staged
             self.write_records(records, pipe)
-            pipe.sadd(self.key(job_id, "done"), batch_id)
-            pipe.expire(self.key(job_id, "done"), self.ttl)
+            self.mark_done(job_id, batch_id, {}, pipe)
         else:
-            self.count_batch(job_id, batch_id, records, pipe)
+            self.mark_done(job_id, batch_id, dict(count_fields(records)), pipe)
             good = sorted({r.sha256 for r in records if r.error is None and r.sha256})
             if fingerprint:
                 self.index_records(fingerprint, f"{job_id}/{written}", good, pipe)
         if blob_keys:
             pipe.delete(*blob_keys)
         for key in attempt_keys:  # the chain's delivery counters: done, so kept only a little longer
-            pipe.expire(key, 300)
+            pipe.expire(key, 30)
         if result_id:  # the chain's stored result, for a collector to free (app.collect)
             pipe.sadd(self.key(job_id, "results"), result_id)
             pipe.expire(self.key(job_id, "results"), self.ttl)
@@ -261,22 +257,20 @@ class JobStore(RecordWindow):
         pipe.expire(key, self.ttl)
         res = pipe.execute()
         n = len(first_names)
-        return {sha: None if new else owner.decode()
-                for sha, new, owner in zip(first_names, res[:n], res[n : 2 * n])}
+        return {sha: None if new else owner.decode() for sha, new, owner in zip(first_names, res[:n], res[n : 2 * n])}
 
-    def add_alias(self, job_id: str, sha256: str, name: str) -> tuple[str | None, bool]:
-        """`name` has the same bytes as an image already claimed by this job; returns the batch that
-        carries the original and whether that batch is done.
+    def add_alias(self, job_id: str, sha256: str, name: str) -> None:
+        """`name` has the same bytes as an image already claimed by this job.
 
-        The worker marks its batch done, then reads the aliases; here the alias is added, then the
-        batch is looked at. Whichever runs second sees the other's write, so the alias always gets
-        its record: from the worker if the batch was not done yet, else from the caller (staged
-        records are written once per name, so both writing it is harmless).
+        The worker marks its batch done, then reads the aliases; the producer adds the alias, then
+        looks whether the original's batch is done (app.shipping.Shipper.add_alias). Whichever runs
+        second sees the other's write, so the alias always gets its record: from the worker if the
+        batch was not done yet, else from the producer (staged records are written once per name,
+        so both writing it is harmless).
         """
         key = self.key(job_id, f"alias:{sha256}")
         self.r.sadd(key, name)
         self.r.expire(key, self.ttl)
-        return self.batch_of(job_id, sha256)
 
     def aliases(self, job_id: str, shas: Sequence[str]) -> dict[str, list[str]]:
         """Alias names by sha256, for the shas that have any (one round trip)."""
@@ -341,10 +335,10 @@ class JobStore(RecordWindow):
         pipe = self.r.pipeline(transaction=False)  # reads: a full Redis refuses every MULTI
         pipe.hgetall(self.key(job_id))
         pipe.hgetall(self.key(job_id, "counts"))
-        pipe.scard(self.key(job_id, "sent"))
-        pipe.scard(self.key(job_id, "done"))
         pipe.exists(self.key(job_id, "lease"))
-        meta, counts, sent, done, leased = pipe.execute()
+        self.batch_counts(job_id, pipe)
+        meta, counts, leased, *marks = pipe.execute()
+        sent, done = self.batch_totals(marks)
         meta = {k.decode(): v.decode() for k, v in meta.items() if k != b"spec"}
         outcomes, workers = Counter(), Counter()
         for field, n in counts.items():
@@ -366,8 +360,18 @@ class JobStore(RecordWindow):
             status = "interrupted"
         if status in ("submitted", "submitting") and total is not None and accounted >= total:
             status = "done"
-        return JobProgress(job_id=job_id, status=status, total=total, scanned=int(meta.get("scanned", total or 0)),
-                           accounted=accounted,
-                           outcomes=dict(outcomes), workers=dict(workers), batches_sent=sent,
-                           batches_done=done, created_at=created, finished_at=finished_at,
-                           images_per_s=round(rate, 2), eta_s=eta)
+        return JobProgress(
+            job_id=job_id,
+            status=status,
+            total=total,
+            scanned=int(meta.get("scanned", total or 0)),
+            accounted=accounted,
+            outcomes=dict(outcomes),
+            workers=dict(workers),
+            batches_sent=sent,
+            batches_done=done,
+            created_at=created,
+            finished_at=finished_at,
+            images_per_s=round(rate, 2),
+            eta_s=eta,
+        )

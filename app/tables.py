@@ -146,6 +146,11 @@ def _entry(table: TableFile, column: str, number: int, value: object) -> Entry:
     if value is None:
         return Entry(name, source, "data", problem=f"no image: the {column!r} cell is null")
     if not data:
-        return Entry(name, source, "data", problem=f"no image bytes in the {column!r} cell"
-                     + (f" (only a path, {display_name(path)[:200]}, which is not opened)" if path else ""))
+        return Entry(
+            name,
+            source,
+            "data",
+            problem=f"no image bytes in the {column!r} cell"
+            + (f" (only a path, {display_name(path)[:200]}, which is not opened)" if path else ""),
+        )
     return Entry(name, source, "data", data=data)

@@ -11,13 +11,13 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from app import refs
+from app.celery import app, settings
 from app.chat import serve_batch
 from app.collect import is_collected
-from app.celery import app, settings
 from app.lifecycle import attempts_key
 from app.pipeline import chain_task_ids
-from app.runtime import get_runtime
 from app.poison import isolate
+from app.runtime import get_runtime
 from app.schemas import BatchState, DeadLetter, ImageRecord, ItemState, JobSpec, Stage
 from app.shipping import alias_sources
 from app.stages import StageContext, run_stage
@@ -80,8 +80,12 @@ def _run_delivery(task: StageTask, stage: Stage, batch: BatchState, attempt: int
     """First delivery: the whole batch in one engine call. A redelivery (its worker was lost):
     one image at a time, so that only an image that kills its worker is set aside."""
     rt = get_runtime(settings)
-    ctx = StageContext(engine=lambda: rt.engine, spec=rt.spec(batch.job_id), cache=rt.store,
-                       images=lambda items: rt.images(items, batch.job_id))
+    ctx = StageContext(
+        engine=lambda: rt.engine,
+        spec=rt.spec(batch.job_id),
+        cache=rt.store,
+        images=lambda items: rt.images(items, batch.job_id),
+    )
     if attempt == 1:
         return run_stage(stage, batch, ctx)
     set_aside = lambda item, reason: _dead_letter(batch, stage, item, reason)  # noqa: E731
@@ -91,24 +95,37 @@ def _run_delivery(task: StageTask, stage: Stage, batch: BatchState, attempt: int
             if not item.error:
                 set_aside(item, reason)
         return batch
-    log.warning("redelivered after a lost worker: one image at a time",
-                extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage, "attempt": attempt})
-    return isolate(rt.store.r, task.request.id, stage, batch, max(1, settings.max_attempts - 1),
-                   lambda one: run_stage(stage, one, ctx), set_aside)
+    log.warning(
+        "redelivered after a lost worker: one image at a time",
+        extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage, "attempt": attempt},
+    )
+    return isolate(
+        rt.store.r,
+        task.request.id,
+        stage,
+        batch,
+        max(1, settings.max_attempts - 1),
+        lambda one: run_stage(stage, one, ctx),
+        set_aside,
+    )
 
 
 def _dead_letter(batch: BatchState, stage: Stage, item: ItemState, reason: str) -> None:
-    letter = DeadLetter(id=uuid.uuid4().hex[:12], job_id=batch.job_id, batch_id=batch.batch_id, stage=stage,
-                        ref=item.ref, reason=reason)
+    letter = DeadLetter(
+        id=uuid.uuid4().hex[:12], job_id=batch.job_id, batch_id=batch.batch_id, stage=stage, ref=item.ref, reason=reason
+    )
     get_runtime(settings).store.dead_letter(letter)
     item.fail(stage, reason)
     item.dead_letter = letter.id
-    log.error(reason, extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "sha256": item.ref.sha256,
-                             "dead_letter": letter.id})
+    log.error(
+        reason,
+        extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "sha256": item.ref.sha256, "dead_letter": letter.id},
+    )
 
 
-def _retry_or_give_up(task: StageTask, stage: Stage, batch: BatchState, exc: Exception, retries: int,
-                      ids: dict[str, str]) -> None:
+def _retry_or_give_up(
+    task: StageTask, stage: Stage, batch: BatchState, exc: Exception, retries: int, ids: dict[str, str]
+) -> None:
     if task.request.retries < retries:
         log.warning("stage failed, retrying", extra={**ids, "error": f"{type(exc).__name__}: {exc}"})
         raise task.retry(exc=exc, countdown=min(30, 2 * (task.request.retries + 1))) from exc
@@ -129,11 +146,16 @@ def _own_refs(batch: BatchState) -> list[ItemState]:
     """The items whose blob or shared file this job created: the only ones finish may delete.
 
     A dead-lettered image keeps its prepared bytes (until their TTL) so that it can be requeued."""
-    return [i for i in batch.items if not i.dead_letter
-            and refs.refusal(i.ref.blob, i.ref.sha256, batch.job_id, settings.shared_dir) is None]
+    return [
+        i
+        for i in batch.items
+        if not i.dead_letter and refs.refusal(i.ref.blob, i.ref.sha256, batch.job_id, settings.shared_dir) is None
+    ]
 
 
-def finish(batch: BatchState, worker: str | None, result_id: str | None = None) -> list[dict[str, Any]] | dict[str, Any]:
+def finish(
+    batch: BatchState, worker: str | None, result_id: str | None = None
+) -> list[dict[str, Any]] | dict[str, Any]:
     """One record per submitted name, into the results dataset (or Redis's staging window when this
     worker cannot reach it); then counters, the cache index and blob deletion.
 
@@ -148,10 +170,20 @@ def finish(batch: BatchState, worker: str | None, result_id: str | None = None) 
     written = _write_part(spec, batch, records)
     own = _own_refs(batch)
     blob_keys = [i.ref.blob for i in own if JobStore.is_blob_key(i.ref.blob)]
-    rt.store.finish_batch(batch.job_id, batch.batch_id, records, blob_keys,
-                          spec.fingerprint if spec.use_cache else "", written, result_id,
-                          [attempts_key(t, n) for t in chain_task_ids(batch.batch_id)
-                           for n in range(max(settings.stage_retries, BROKER_RETRIES) + 1)])
+    rt.store.finish_batch(
+        batch.job_id,
+        batch.batch_id,
+        records,
+        blob_keys,
+        spec.fingerprint if spec.use_cache else "",
+        written,
+        result_id,
+        [
+            attempts_key(t, n)
+            for t in chain_task_ids(batch.batch_id)
+            for n in range(max(settings.stage_retries, BROKER_RETRIES) + 1)
+        ],
+    )
     rt.forget_images([i.ref.blob for i in batch.items])
     for item in own:  # prepared files on a shared folder: done with them too
         if not JobStore.is_blob_key(item.ref.blob):
@@ -162,12 +194,26 @@ def finish(batch: BatchState, worker: str | None, result_id: str | None = None) 
     if rt.store.mark_finished_if_complete(batch.job_id) and is_collected(rt.store, batch.job_id):
         rt.store.drop_in_flight(batch.job_id)  # nothing left to collect: only the counters stay
     failed = sum(r.error is not None for r in records)
-    log.info("batch done", extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "images": len(records),
-                                  "failed": failed, "written": bool(written)})
+    log.info(
+        "batch done",
+        extra={
+            "job_id": batch.job_id,
+            "batch_id": batch.batch_id,
+            "images": len(records),
+            "failed": failed,
+            "written": bool(written),
+        },
+    )
     if written is None:
         return [r.model_dump(mode="json") for r in records + aliased]
-    return {"job_id": batch.job_id, "batch_id": batch.batch_id, "part": rt.dataset(spec.results).part_path(
-        batch.job_id, written), "images": len(records), "failed": failed, "aliases": len(aliased)}
+    return {
+        "job_id": batch.job_id,
+        "batch_id": batch.batch_id,
+        "part": rt.dataset(spec.results).part_path(batch.job_id, written),
+        "images": len(records),
+        "failed": failed,
+        "aliases": len(aliased),
+    }
 
 
 def _write_part(spec: JobSpec, batch: BatchState, records: list[ImageRecord]) -> str | None:
@@ -177,8 +223,10 @@ def _write_part(spec: JobSpec, batch: BatchState, records: list[ImageRecord]) ->
     try:
         get_runtime(settings).dataset(spec.results).write_part(batch.job_id, batch.batch_id, records)
     except OSError as exc:  # unreachable from here: a collector will write them
-        log.warning("results location not writable here: the batch's records wait in Redis for a collector",
-                    extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": str(exc)})
+        log.warning(
+            "results location not writable here: the batch's records wait in Redis for a collector",
+            extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "error": str(exc)},
+        )
         return None
     return batch.batch_id
 
@@ -187,8 +235,11 @@ def _alias_records(batch: BatchState, records: list[ImageRecord], store: JobStor
     by_sha = {r.sha256: r for r in records}
     aliases = store.aliases(batch.job_id, [i.ref.sha256 for i in batch.items])
     sources = alias_sources(store, batch.job_id, [n for names in aliases.values() for n in names])
-    return [by_sha[sha].model_copy(update={"image": name, "source": sources.get(name)})
-            for sha, names in aliases.items() for name in names]
+    return [
+        by_sha[sha].model_copy(update={"image": name, "source": sources.get(name)})
+        for sha, names in aliases.items()
+        for name in names
+    ]
 
 
 # Only the chain's last link keeps a result (what AsyncResult polling reads): a link's return value
@@ -211,5 +262,6 @@ def summarize(self: StageTask, payload: dict[str, Any]) -> list[dict[str, Any]] 
 @app.task(bind=True, base=StageTask, name="app.tasks.chat")
 def chat(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
     """A micro-batch of chat requests from the HTTP service (app.chat)."""
-    return serve_batch(get_runtime(settings), payload, self.request.hostname or "worker", self.deliveries(),
-                       settings.max_attempts)
+    return serve_batch(
+        get_runtime(settings), payload, self.request.hostname or "worker", self.deliveries(), settings.max_attempts
+    )

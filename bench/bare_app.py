@@ -34,5 +34,8 @@ def summarize(batch: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def bare_chain(batch: dict[str, Any], queue: str) -> chain:
-    return chain(classify.s(batch).set(queue=queue, priority=9), score.s().set(queue=queue, priority=3),
-                 summarize.s().set(queue=queue, priority=0))
+    return chain(
+        classify.s(batch).set(queue=queue, priority=9),
+        score.s().set(queue=queue, priority=3),
+        summarize.s().set(queue=queue, priority=0),
+    )

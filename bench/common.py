@@ -40,19 +40,30 @@ def redis_server() -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def workers(settings: Settings, n: int = 1, log_dir: Path | None = None, timeout: float = 300,
-            **env: str) -> Iterator[list[WorkerProcess]]:
+def workers(
+    settings: Settings, n: int = 1, log_dir: Path | None = None, timeout: float = 300, **env: str
+) -> Iterator[list[WorkerProcess]]:
     """n real `celery -A app worker` processes, one queue each (settings.queues[i])."""
     celery_app = create_app(settings)
     procs = []
     try:
         for i in range(n):
             queue = settings.queues[i % len(settings.queues)]
-            base = {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": settings.engine,
-                    "VLMQ_MODEL": settings.model, "VLMQ_LOG_LEVEL": "WARNING", **env}
+            base = {
+                "VLMQ_BROKER_URL": settings.broker_url,
+                "VLMQ_ENGINE": settings.engine,
+                "VLMQ_MODEL": settings.model,
+                "VLMQ_LOG_LEVEL": "WARNING",
+                **env,
+            }
             log = (log_dir or Path(tempfile.gettempdir())) / f"bench-worker-{i}.log"
-            proc = WorkerProcess(queue, base, name=f"bench{i}-{uuid.uuid4().hex[:4]}@bench", log_file=log,
-                                 extra_args=["--loglevel", "WARNING"])
+            proc = WorkerProcess(
+                queue,
+                base,
+                name=f"bench{i}-{uuid.uuid4().hex[:4]}@bench",
+                log_file=log,
+                extra_args=["--loglevel", "WARNING"],
+            )
             procs.append(proc.start())
         for proc in procs:
             proc.wait_ready(celery_app, timeout)
@@ -87,6 +98,18 @@ def report(name: str, title: str, columns: list[str], rows: list[list[object]], 
         console.print(f"{key}: {value}")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"{name}.json"
-    out.write_text(json.dumps({"benchmark": name, "machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M"),
-                               "columns": columns, "rows": rows, **extra}, indent=2, default=str))
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": name,
+                "machine": machine(),
+                "when": time.strftime("%Y-%m-%d %H:%M"),
+                "columns": columns,
+                "rows": rows,
+                **extra,
+            },
+            indent=2,
+            default=str,
+        )
+    )
     console.print(f"written: {out}")

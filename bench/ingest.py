@@ -35,8 +35,14 @@ def make_photos(folder: Path, n: int, size: tuple[int, int] = (4000, 3000)) -> N
     grain = Image.effect_noise(size, 6)
     for i in range(n):
         shapes = Image.effect_noise((250, 188), 60 + i % 40).convert("RGB").resize(size, Image.BICUBIC)
-        rgb = Image.merge("RGB", (Image.blend(shapes.getchannel(0), grain, 0.15), shapes.getchannel(1),
-                                  Image.blend(base, shapes.getchannel(2), 0.5)))
+        rgb = Image.merge(
+            "RGB",
+            (
+                Image.blend(shapes.getchannel(0), grain, 0.15),
+                shapes.getchannel(1),
+                Image.blend(base, shapes.getchannel(2), 0.5),
+            ),
+        )
         out = io.BytesIO()
         rgb.save(out, "JPEG", quality=90)
         (folder / f"photo_{i:04d}.jpg").write_bytes(out.getvalue())
@@ -91,13 +97,22 @@ def main() -> None:
         for _ in range(args.rounds):
             floor_s = min(floor_s, decode_floor(folder, args.edge)[0])
             draft_s = min(draft_s, prepare_all(folder, limits)[0])
-    rows = [["floor: read + sha256 + reduced-size decode (baseline)", floor_s, n / floor_s],
-            ["project, full decode, then downscale", full_s, n / full_s],
-            ["project, reduced-size (draft) decode", draft_s, n / draft_s]]
-    report("ingest", f"Ingest of {n} 12 MP JPEGs to a {args.edge}-px edge, {os.cpu_count()} processes",
-           ["decode", "seconds", "images/s"], rows,
-           {"ratio project/floor": round(floor_s / draft_s, 3), "speed-up from draft decoding": round(full_s / draft_s, 2),
-            "mean file size MB": round(mean_mb, 2)})
+    rows = [
+        ["floor: read + sha256 + reduced-size decode (baseline)", floor_s, n / floor_s],
+        ["project, full decode, then downscale", full_s, n / full_s],
+        ["project, reduced-size (draft) decode", draft_s, n / draft_s],
+    ]
+    report(
+        "ingest",
+        f"Ingest of {n} 12 MP JPEGs to a {args.edge}-px edge, {os.cpu_count()} processes",
+        ["decode", "seconds", "images/s"],
+        rows,
+        {
+            "ratio project/floor": round(floor_s / draft_s, 3),
+            "speed-up from draft decoding": round(full_s / draft_s, 2),
+            "mean file size MB": round(mean_mb, 2),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -15,23 +15,22 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import tempfile
 import time
-from pathlib import Path
-
-from app.schemas import BatchState, ImageRef, ItemState, JobSpec
-from app.stages import StageContext, run_stage
-import os
 import uuid
+from pathlib import Path
 
 import redis
 from celery.result import AsyncResult
 
+from app.schemas import BatchState, ImageRef, ItemState, JobSpec
+from app.stages import StageContext, run_stage
 from bench.common import Timer, image_folder, redis_server, report, workers
-from producers.local import WorkerProcess
 from config.prompts import load_prompt_set
 from config.settings import Settings
 from producers.api import submit
+from producers.local import WorkerProcess
 from producers.prepare import prepare_file
 from producers.scan import scan
 from producers.submit import limits_from
@@ -39,8 +38,9 @@ from workers.engine import Engine
 from workers.test_engine import DeterministicTestEngine
 
 
-def plain_loop(settings: Settings, folder: Path, engine: Engine | None = None,
-               stage_seconds: dict[str, float] | None = None) -> int:
+def plain_loop(
+    settings: Settings, folder: Path, engine: Engine | None = None, stage_seconds: dict[str, float] | None = None
+) -> int:
     """What a user would write by hand: prepare, then three engine calls per batch, in one process."""
     stage_seconds = {} if stage_seconds is None else stage_seconds
     spec = JobSpec.from_settings(settings, "loop", load_prompt_set(settings.prompt_dir), [str(folder)])
@@ -53,8 +53,9 @@ def plain_loop(settings: Settings, folder: Path, engine: Engine | None = None,
     for i, entry in enumerate(entries):
         p = prepare_file(entry.path, entry.name, limits)
         images[p.sha256] = p.data
-        batch.append(ItemState(ref=ImageRef(sha256=p.sha256, names=[p.name], width=p.width, height=p.height,
-                                            blob=p.sha256)))
+        batch.append(
+            ItemState(ref=ImageRef(sha256=p.sha256, names=[p.name], width=p.width, height=p.height, blob=p.sha256))
+        )
         if len(batch) == settings.batch_size or i == len(entries) - 1:
             state = BatchState(job_id="loop", batch_id=hashlib.md5(str(i).encode()).hexdigest(), items=batch)
             for stage in ("classify", "score", "summary"):
@@ -69,19 +70,27 @@ def plain_loop(settings: Settings, folder: Path, engine: Engine | None = None,
 def bare_chain_seconds(settings: Settings, images: int) -> float:
     """Publish one bare chain per batch to a bare worker and wait for every last link's result."""
     os.environ["VLMQ_BROKER_URL"] = settings.broker_url  # bench.bare_app reads its settings at import
-    from bench.bare_app import app as bare, bare_chain
+    from bench.bare_app import app as bare
+    from bench.bare_app import bare_chain
 
     bare.backend.on_task_call = lambda producer, task_id: None  # as the product's producer: no subscriptions
     queue = f"bare-{uuid.uuid4().hex[:6]}"
-    worker = WorkerProcess(queue, {"VLMQ_BROKER_URL": settings.broker_url}, name=f"bare-{queue}@bench",
-                           app="bench.bare_app", extra_args=["--loglevel", "WARNING"],
-                           cwd=Path(__file__).resolve().parent.parent).start()
+    worker = WorkerProcess(
+        queue,
+        {"VLMQ_BROKER_URL": settings.broker_url},
+        name=f"bare-{queue}@bench",
+        app="bench.bare_app",
+        extra_args=["--loglevel", "WARNING"],
+        cwd=Path(__file__).resolve().parent.parent,
+    ).start()
     try:
         worker.wait_ready(bare, 120)
         refs = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(images)]
         with Timer() as t:
-            last = [bare_chain({"batch_id": f"bare-{i}", "refs": refs[i : i + settings.batch_size]}, queue)
-                    .apply_async().id for i in range(0, images, settings.batch_size)]
+            last = [
+                bare_chain({"batch_id": f"bare-{i}", "refs": refs[i : i + settings.batch_size]}, queue).apply_async().id
+                for i in range(0, images, settings.batch_size)
+            ]
             keys = [bare.backend.get_key_for_task(task_id) for task_id in last]
             client = redis.Redis.from_url(settings.broker_url)
             while not all(client.mget(keys)):
@@ -120,8 +129,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, redis_server() as url:
         folder = image_folder(Path(tmp), args.images)
-        settings = Settings(broker_url=url, engine="test", batch_size=args.batch_size, queues=["bench0"],
-                            max_inflight_batches=16, use_cache=False)
+        settings = Settings(
+            broker_url=url,
+            engine="test",
+            batch_size=args.batch_size,
+            queues=["bench0"],
+            max_inflight_batches=16,
+            use_cache=False,
+        )
         with Timer() as loop_t:
             loop_done = plain_loop(settings, folder)
         bare_s = bare_chain_seconds(settings, args.images)
@@ -134,14 +149,22 @@ def main() -> None:
         producer_trips, worker_trips = round_trips_per_batch(settings, small, min(args.images, 1024))
     loop_rate, full_rate, bare_rate = args.images / loop_t.seconds, args.images / full_t.seconds, args.images / bare_s
     overhead_ms = 1000 * (1 / full_rate - 1 / loop_rate)
-    report("overhead", f"Orchestration overhead, {args.images} images, batch {args.batch_size}, test engine",
-           ["path", "seconds", "images/s"],
-           [["plain in-process loop", loop_t.seconds, loop_rate],
+    report(
+        "overhead",
+        f"Orchestration overhead, {args.images} images, batch {args.batch_size}, test engine",
+        ["path", "seconds", "images/s"],
+        [
+            ["plain in-process loop", loop_t.seconds, loop_rate],
             ["bare Celery chain, 3 no-op tasks per batch (baseline)", bare_s, bare_rate],
-            ["full Celery + Redis path", full_t.seconds, full_rate]],
-           {"ratio full/bare chain": round(full_rate / bare_rate, 3), "ratio full/loop": round(full_rate / loop_rate, 3),
+            ["full Celery + Redis path", full_t.seconds, full_rate],
+        ],
+        {
+            "ratio full/bare chain": round(full_rate / bare_rate, 3),
+            "ratio full/loop": round(full_rate / loop_rate, 3),
             "overhead ms per image vs loop": round(overhead_ms, 3),
-            "Redis round trips per batch": {"producer": round(producer_trips, 1), "worker": round(worker_trips, 1)}})
+            "Redis round trips per batch": {"producer": round(producer_trips, 1), "worker": round(worker_trips, 1)},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -77,8 +77,16 @@ def producer(args: argparse.Namespace) -> None:
     from producers.api import Job
     from producers.submit import Submitter
 
-    settings = Settings(broker_url=args.broker, engine="test", queues=[args.gpu_queue], batch_size=8,
-                        prepare_chunk=8, use_cache=False, prepare_workers=2, prepare_queue=args.prepare_queue)
+    settings = Settings(
+        broker_url=args.broker,
+        engine="test",
+        queues=[args.gpu_queue],
+        batch_size=8,
+        prepare_chunk=8,
+        use_cache=False,
+        prepare_workers=2,
+        prepare_queue=args.prepare_queue,
+    )
     submitter = Submitter(settings)
     started = time.perf_counter()
     with TreeCpu() as cpu:
@@ -86,13 +94,26 @@ def producer(args: argparse.Namespace) -> None:
     progress = Job(job_id, settings, submitter.celery, submitter.store).wait(timeout=600, poll_s=0.05)
     wall = (progress.finished_at or time.time()) - progress.created_at
     assert progress.outcomes.get("done") == progress.total, progress.outcomes
-    print(json.dumps({"cpu_s": cpu.seconds, "images": progress.total, "wall_s": wall,
-                      "submit_s": time.perf_counter() - started}))
+    print(
+        json.dumps(
+            {"cpu_s": cpu.seconds, "images": progress.total, "wall_s": wall, "submit_s": time.perf_counter() - started}
+        )
+    )
 
 
 def run_producer(broker: str, folder: Path, gpu_queue: str, prepare_queue: str | None) -> dict:
-    cmd = [sys.executable, "-m", "bench.prepare_remote", "--producer", "--broker", broker, "--folder", str(folder),
-           "--gpu-queue", gpu_queue] + (["--prepare-queue", prepare_queue] if prepare_queue else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.prepare_remote",
+        "--producer",
+        "--broker",
+        broker,
+        "--folder",
+        str(folder),
+        "--gpu-queue",
+        gpu_queue,
+    ] + (["--prepare-queue", prepare_queue] if prepare_queue else [])
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
@@ -116,14 +137,30 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, redis_server() as broker:
         folder = Path(tmp) / "photos"
         make_photos(folder, args.images)
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")},
-               "VLMQ_BROKER_URL": broker, "VLMQ_ENGINE": "test", "VLMQ_LOG_LEVEL": "WARNING"}
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")},
+            "VLMQ_BROKER_URL": broker,
+            "VLMQ_ENGINE": "test",
+            "VLMQ_LOG_LEVEL": "WARNING",
+        }
         cpu_env = {**env, "VLMQ_PREPARE_ROOTS": json.dumps([str(folder)])}  # storage shared with the producer
-        procs = [WorkerProcess(gpu, env, name=f"g-{tag}@bench", log_file=Path(tmp) / "gpu.log"),
-                 WorkerProcess(cpu1, cpu_env, name=f"c1-{tag}@bench", log_file=Path(tmp) / "cpu1.log",
-                               extra_args=["-P", "prefork", "-c", "1"]),
-                 WorkerProcess(cpu2, cpu_env, name=f"c2-{tag}@bench", log_file=Path(tmp) / "cpu2.log",
-                               extra_args=["-P", "prefork", "-c", "2"])]
+        procs = [
+            WorkerProcess(gpu, env, name=f"g-{tag}@bench", log_file=Path(tmp) / "gpu.log"),
+            WorkerProcess(
+                cpu1,
+                cpu_env,
+                name=f"c1-{tag}@bench",
+                log_file=Path(tmp) / "cpu1.log",
+                extra_args=["-P", "prefork", "-c", "1"],
+            ),
+            WorkerProcess(
+                cpu2,
+                cpu_env,
+                name=f"c2-{tag}@bench",
+                log_file=Path(tmp) / "cpu2.log",
+                extra_args=["-P", "prefork", "-c", "2"],
+            ),
+        ]
         from app.factory import create_app
 
         celery_app = create_app(Settings(broker_url=broker))
@@ -142,17 +179,24 @@ def main() -> None:
     best = {label: {k: min(r[k] for r in rs) for k in ("cpu_s", "wall_s")} for label, rs in runs.items()}
     rows = [[label, r["cpu_s"] * 1000 / n, n / r["wall_s"]] for label, r in best.items()]
     # each round's own ratio (its 1-process and 2-process runs, back to back), to show the spread
-    per_round = sorted(a["wall_s"] / b["wall_s"] for a, b in zip(runs["cpu queue, 1 process"],
-                                                                 runs["cpu queue, 2 processes"]))
+    per_round = sorted(
+        a["wall_s"] / b["wall_s"] for a, b in zip(runs["cpu queue, 1 process"], runs["cpu queue, 2 processes"])
+    )
     local_cpu = best["local"]["cpu_s"]
     remote_cpu = min(best["cpu queue, 1 process"]["cpu_s"], best["cpu queue, 2 processes"]["cpu_s"])
     speedup = best["cpu queue, 1 process"]["wall_s"] / best["cpu queue, 2 processes"]["wall_s"]
-    report("prepare_remote", f"Preparation of {n} 12 MP JPEGs: producer's pool vs a CPU queue (best of {args.rounds})",
-           ["preparation", "producer CPU ms/image", "ingest images/s"], rows,
-           {"producer CPU, CPU queue / local (required <= 0.2)": round(remote_cpu / local_cpu, 4),
+    report(
+        "prepare_remote",
+        f"Preparation of {n} 12 MP JPEGs: producer's pool vs a CPU queue (best of {args.rounds})",
+        ["preparation", "producer CPU ms/image", "ingest images/s"],
+        rows,
+        {
+            "producer CPU, CPU queue / local (required <= 0.2)": round(remote_cpu / local_cpu, 4),
             "ingest, 2 prepare processes / 1 (required >= 1.7)": round(speedup, 2),
             "ingest ratio of each round, sorted": [round(x, 2) for x in per_round],
-            "ingest images/s of every run": {k: [round(n / r["wall_s"], 1) for r in rs] for k, rs in runs.items()}})
+            "ingest images/s of every run": {k: [round(n / r["wall_s"], 1) for r in rs] for k, rs in runs.items()},
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,13 @@ def work(sizes: list[int], batch_size: int) -> None:
                     progress = submit(folder, settings).wait(timeout=1800, poll_s=0.1)
                 assert progress.outcomes.get("done") == n, progress.outcomes
                 rows.append([n, t.seconds, n / t.seconds, peak_rss_mb()])
-    report("scaling_work", f"Scaling with work, batch {batch_size}, 1 worker, test engine",
-           ["images", "seconds", "images/s", "producer peak RSS MB"], rows,
-           {"throughput largest/smallest": round(rows[-1][2] / rows[0][2], 3)})
+    report(
+        "scaling_work",
+        f"Scaling with work, batch {batch_size}, 1 worker, test engine",
+        ["images", "seconds", "images/s", "producer peak RSS MB"],
+        rows,
+        {"throughput largest/smallest": round(rows[-1][2] / rows[0][2], 3)},
+    )
 
 
 def by_workers(counts: list[int], images: int, delay: float, batch_size: int) -> None:
@@ -42,8 +46,14 @@ def by_workers(counts: list[int], images: int, delay: float, batch_size: int) ->
         folder = image_folder(Path(tmp), images, size=(32, 24))
         for n in counts:
             queues = [f"gpu{i}-{uuid.uuid4().hex[:4]}" for i in range(n)]
-            settings = Settings(broker_url=url, engine="test", batch_size=batch_size, queues=queues,
-                                use_cache=False, max_inflight_batches=4 * n)
+            settings = Settings(
+                broker_url=url,
+                engine="test",
+                batch_size=batch_size,
+                queues=queues,
+                use_cache=False,
+                max_inflight_batches=4 * n,
+            )
             with workers(settings, n, VLMQ_TEST_ENGINE_DELAY_S=str(delay)):
                 with Timer() as t:
                     progress = submit(folder, settings).wait(timeout=1800, poll_s=0.05)
@@ -52,9 +62,13 @@ def by_workers(counts: list[int], images: int, delay: float, batch_size: int) ->
     base = rows[0][2]
     for row in rows:
         row.append(row[2] / base / row[0])  # parallel efficiency
-    report("scaling_workers", f"Scaling with workers, {images} images, batch {batch_size}, "
-           f"{delay:g} s per engine call", ["workers", "seconds", "images/s", "efficiency"], rows,
-           {"speed-up at most workers": round(rows[-1][2] / base, 2)})
+    report(
+        "scaling_workers",
+        f"Scaling with workers, {images} images, batch {batch_size}, {delay:g} s per engine call",
+        ["workers", "seconds", "images/s", "efficiency"],
+        rows,
+        {"speed-up at most workers": round(rows[-1][2] / base, 2)},
+    )
 
 
 def main() -> None:

@@ -57,10 +57,17 @@ def run(images: int, batch_size: int, model: str | None, image_size: tuple[int, 
             model = str(build_tiny_model(root / "tiny-smolvlm"))
         warm = image_folder(root / "warm", args.batch_size, size=image_size)
         folder = image_folder(root, args.images, size=image_size)
-        settings = Settings(broker_url=url, engine="vllm", model=model, batch_size=args.batch_size,
-                            queues=["vllm0"], use_cache=False, max_inflight_batches=4, tensor_parallel_size=tp)
-        with workers(settings, 1, log_dir=root, timeout=120, VLMQ_USE_CACHE="false",
-                     VLMQ_TENSOR_PARALLEL_SIZE=str(tp)):
+        settings = Settings(
+            broker_url=url,
+            engine="vllm",
+            model=model,
+            batch_size=args.batch_size,
+            queues=["vllm0"],
+            use_cache=False,
+            max_inflight_batches=4,
+            tensor_parallel_size=tp,
+        )
+        with workers(settings, 1, log_dir=root, timeout=120, VLMQ_USE_CACHE="false", VLMQ_TENSOR_PARALLEL_SIZE=str(tp)):
             submit(warm, settings).wait(timeout=600)  # the worker builds its engine on this job
             with Timer() as pipe_t:
                 progress = submit(folder, settings).wait(timeout=1200, poll_s=0.05)
@@ -69,15 +76,23 @@ def run(images: int, batch_size: int, model: str | None, image_size: tuple[int, 
         whole_s, whole_done = vllm_loop(settings.with_overrides(batch_size=args.images), root / "warm", folder, {})
     assert progress.accounted == args.images == loop_done == whole_done
     pipe_rate, loop_rate, whole_rate = args.images / pipe_t.seconds, args.images / loop_s, args.images / whole_s
-    report("vllm_pipeline", f"vLLM: Celery pipeline vs plain loops, {args.images} images, batch {args.batch_size}",
-           ["path", "seconds", "images/s"],
-           [["plain in-process vLLM loop, one call per stage per batch", loop_s, loop_rate],
+    report(
+        "vllm_pipeline",
+        f"vLLM: Celery pipeline vs plain loops, {args.images} images, batch {args.batch_size}",
+        ["path", "seconds", "images/s"],
+        [
+            ["plain in-process vLLM loop, one call per stage per batch", loop_s, loop_rate],
             ["plain in-process vLLM loop, one call per stage for the whole job", whole_s, whole_rate],
-            ["Celery pipeline, vLLM worker", pipe_t.seconds, pipe_rate]],
-           {"ratio pipeline/whole-job loop": round(pipe_rate / whole_rate, 3),
-            "ratio pipeline/batch loop": round(pipe_rate / loop_rate, 3), "model": model,
+            ["Celery pipeline, vLLM worker", pipe_t.seconds, pipe_rate],
+        ],
+        {
+            "ratio pipeline/whole-job loop": round(pipe_rate / whole_rate, 3),
+            "ratio pipeline/batch loop": round(pipe_rate / loop_rate, 3),
+            "model": model,
             "per-stage images/s (loop)": {k: round(args.images / v, 2) for k, v in stage_seconds.items()},
-            "pipeline outcomes": progress.outcomes})
+            "pipeline outcomes": progress.outcomes,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -55,9 +55,14 @@ class PeakSampler:
 
 def cli(settings: Settings, *args: str) -> tuple[str, float]:
     """Run the producer CLI; returns its stdout and its own peak RSS in MB (wait4's rusage)."""
-    env = {**os.environ, "VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test",
-           "VLMQ_QUEUES": json.dumps(settings.queues), "VLMQ_RESULTS_DIR": settings.results_dir,
-           "VLMQ_BATCH_SIZE": str(settings.batch_size)}
+    env = {
+        **os.environ,
+        "VLMQ_BROKER_URL": settings.broker_url,
+        "VLMQ_ENGINE": "test",
+        "VLMQ_QUEUES": json.dumps(settings.queues),
+        "VLMQ_RESULTS_DIR": settings.results_dir,
+        "VLMQ_BATCH_SIZE": str(settings.batch_size),
+    }
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen([sys.executable, "-m", "producers.cli", *args], env=env, stdout=out)
         _, status, usage = os.wait4(proc.pid, 0)
@@ -80,9 +85,16 @@ def run_job(settings: Settings, r: redis.Redis, folder: Path, no_cache: bool) ->
     after = used_memory(r)
     n = len(os.listdir(folder))
     rows = ResultsDataset(settings.results_dir).count(job_id)
-    return {"job_id": job_id, "images": n, "cache": not no_cache, "seconds": seconds, "rows": rows,
-            "left_per_image": (after - before) / n, "peak_mb": (peak.peak - before) / 2**20,
-            "producer_rss_mb": rss}
+    return {
+        "job_id": job_id,
+        "images": n,
+        "cache": not no_cache,
+        "seconds": seconds,
+        "rows": rows,
+        "left_per_image": (after - before) / n,
+        "peak_mb": (peak.peak - before) / 2**20,
+        "producer_rss_mb": rss,
+    }
 
 
 def main() -> None:
@@ -96,21 +108,49 @@ def main() -> None:
         settings = Settings(broker_url=url, engine="test", queues=["window0"], results_dir=f"{tmp}/results")
         r = redis.Redis.from_url(url)
         with workers(settings, 1):
-            jobs = [run_job(settings, r, small, no_cache=False), run_job(settings, r, small, no_cache=True),
-                    run_job(settings, r, large, no_cache=True)]
-            out, export_rss = cli(settings, "export", jobs[-1]["job_id"], "--format", "parquet",
-                                  "--format", "jsonl", "--output", f"{tmp}/export")
+            jobs = [
+                run_job(settings, r, small, no_cache=False),
+                run_job(settings, r, small, no_cache=True),
+                run_job(settings, r, large, no_cache=True),
+            ]
+            out, export_rss = cli(
+                settings,
+                "export",
+                jobs[-1]["job_id"],
+                "--format",
+                "parquet",
+                "--format",
+                "jsonl",
+                "--output",
+                f"{tmp}/export",
+            )
             parquet_rows = pq.ParquetFile(f"{tmp}/export/results.parquet").metadata.num_rows
             with open(f"{tmp}/export/results.jsonl", encoding="utf-8") as fh:
                 jsonl = [json.loads(line)["image"] for line in fh]
-    rows = [[j["images"], "on" if j["cache"] else "off", j["seconds"], j["rows"], j["left_per_image"], j["peak_mb"],
-             j["producer_rss_mb"]] for j in jobs]
+    rows = [
+        [
+            j["images"],
+            "on" if j["cache"] else "off",
+            j["seconds"],
+            j["rows"],
+            j["left_per_image"],
+            j["peak_mb"],
+            j["producer_rss_mb"],
+        ]
+        for j in jobs
+    ]
     peak_ratio = jobs[2]["peak_mb"] / max(jobs[1]["peak_mb"], 1e-9)
-    report("window", "Redis window per job (test engine, 1 worker)",
-           ["images", "cache", "seconds", "dataset rows", "bytes left/image", "Redis peak MB", "producer RSS MB"], rows,
-           {"large vs small Redis peak (no cache)": f"{peak_ratio:.2f}x",
+    report(
+        "window",
+        "Redis window per job (test engine, 1 worker)",
+        ["images", "cache", "seconds", "dataset rows", "bytes left/image", "Redis peak MB", "producer RSS MB"],
+        rows,
+        {
+            "large vs small Redis peak (no cache)": f"{peak_ratio:.2f}x",
             "export of the large job": f"peak RSS {export_rss:.0f} MB; parquet {parquet_rows} rows, "
-                                       f"jsonl {len(jsonl)} rows, {len(set(jsonl))} distinct images"})
+            f"jsonl {len(jsonl)} rows, {len(set(jsonl))} distinct images",
+        },
+    )
 
 
 if __name__ == "__main__":

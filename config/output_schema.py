@@ -26,8 +26,10 @@ _SCALARS: dict[str, type] = {"string": str, "number": float, "integer": int, "bo
 
 
 def _bad(where: str, why: str) -> PromptError:
-    return PromptError(f"schema of {where}: {why} (supported: an object of string, number, integer, "
-                       "boolean, enum and array-of-string properties)")
+    return PromptError(
+        f"schema of {where}: {why} (supported: an object of string, number, integer, "
+        "boolean, enum and array-of-string properties)"
+    )
 
 
 def _property(where: str, name: str, prop: Any) -> dict[str, Any]:
@@ -69,8 +71,7 @@ def normalize_schema(schema: Any, where: str) -> dict[str, Any]:
     if not isinstance(props, dict) or not props:
         raise _bad(where, "it declares no properties")
     properties = {str(name): _property(where, str(name), prop) for name, prop in props.items()}
-    return {"type": "object", "properties": properties, "required": list(properties),
-            "additionalProperties": False}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 def _annotation(prop: dict[str, Any]) -> Any:
@@ -95,8 +96,14 @@ def parse_json_output(text: str, schema: dict[str, Any]) -> dict[str, Any]:
     except ValueError as exc:
         raise OutputParseError(f"not JSON ({exc.__class__.__name__}): {text[:80]!r}") from exc
     if isinstance(data, dict):  # JSON has one number type: 8 is a valid "number"
-        data = {k: float(v) if schema["properties"].get(k, {}).get("type") == "number"
-                and isinstance(v, int) and not isinstance(v, bool) else v for k, v in data.items()}
+        data = {
+            k: float(v)
+            if schema["properties"].get(k, {}).get("type") == "number"
+            and isinstance(v, int)
+            and not isinstance(v, bool)
+            else v
+            for k, v in data.items()
+        }
     try:
         fields = _model(schema).model_validate(data).model_dump()
     except ValidationError as exc:

@@ -125,7 +125,9 @@ def extract_categories(prompt: Prompt) -> dict[str, str]:
 def shown(text: str) -> str:
     """Text safe to print: control characters as escapes, bytes that are not UTF-8 as \\xNN."""
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text)
+    return CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 def read_prompt_text(path: Path, max_bytes: int = MAX_PROMPT_BYTES) -> str:
@@ -140,18 +142,23 @@ def read_prompt_text(path: Path, max_bytes: int = MAX_PROMPT_BYTES) -> str:
     except OSError as exc:
         raise PromptError(f"cannot read {where}: {exc.strerror or exc}") from exc
     if len(raw) > max_bytes:
-        raise PromptError(f"{where} is {st.st_size / 1024:.0f} KiB, over the limit of {max_bytes / 1024:.0f} KiB "
-                          "(setting max_prompt_bytes)")
+        raise PromptError(
+            f"{where} is {st.st_size / 1024:.0f} KiB, over the limit of {max_bytes / 1024:.0f} KiB "
+            "(setting max_prompt_bytes)"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PromptError(f"{where} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                          "is it a binary file?") from None
+        raise PromptError(
+            f"{where} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); is it a binary file?"
+        ) from None
     bad = CONTROL.search(path.name) or CONTROL.search(text)
     if bad:
         line = "its name" if CONTROL.search(path.name) else f"line {text.count(chr(10), 0, bad.start()) + 1}"
-        raise PromptError(f"{where} contains the control character U+{ord(bad.group()):04X} in {line}; "
-                          "only tab, newline and carriage return are allowed")
+        raise PromptError(
+            f"{where} contains the control character U+{ord(bad.group()):04X} in {line}; "
+            "only tab, newline and carriage return are allowed"
+        )
     return text
 
 
@@ -165,8 +172,7 @@ def list_prompt_files(prompt_dir: Path) -> list[Path]:
     return sorted(p for p in prompt_dir.iterdir() if p.suffix == ".txt")
 
 
-def load_prompt_set(prompt_dir: Path, classification: str = "default",
-                    max_bytes: int = MAX_PROMPT_BYTES) -> PromptSet:
+def load_prompt_set(prompt_dir: Path, classification: str = "default", max_bytes: int = MAX_PROMPT_BYTES) -> PromptSet:
     files = list_prompt_files(prompt_dir)
     cls_path = prompt_dir / f"classification_{classification}.txt"
     if not cls_path.is_file():

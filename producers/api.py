@@ -1,27 +1,27 @@
 """The programmatic API: submit a folder, get a Job handle, poll it, read its records.
 
-    from producers.api import submit
-    job = submit("./images")                  # settings from env / YAML, or pass Settings(...)
-    job.group().ready()                       # Celery GroupResult of the batch chains
-    job.wait()                                # until every image has its record (collecting them)
-    for record in job.records(): ...          # ImageRecord, one per submitted image, streamed
+from producers.api import submit
+job = submit("./images")                  # settings from env / YAML, or pass Settings(...)
+job.group().ready()                       # Celery GroupResult of the batch chains
+job.wait()                                # until every image has its record (collecting them)
+for record in job.records(): ...          # ImageRecord, one per submitted image, streamed
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult, GroupResult
 from redis.exceptions import RedisError
 
 from app import redis_full
+from app.collect import collect, free_results, is_collected
 from app.factory import create_app
 from app.heartbeat import live_workers
-from app.collect import collect, free_results, is_collected
 from app.results import ResultsDataset
 from app.routing import Rebalancer
 from app.schemas import ImageRecord
@@ -32,8 +32,13 @@ from producers.submit import Submitter
 
 
 class Job:
-    def __init__(self, job_id: str, settings: Settings | None = None, celery_app: Celery | None = None,
-                 store: JobStore | None = None) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        settings: Settings | None = None,
+        celery_app: Celery | None = None,
+        store: JobStore | None = None,
+    ) -> None:
         self.id = job_id
         self.settings = settings or load_settings()
         self.celery = celery_app or create_app(self.settings)
@@ -51,8 +56,12 @@ class Job:
     def progress(self) -> JobProgress:
         return self.store.progress(self.id)
 
-    def wait(self, timeout: float | None = None, poll_s: float = 0.5,
-             on_progress: Callable[[JobProgress], None] | None = None) -> JobProgress:
+    def wait(
+        self,
+        timeout: float | None = None,
+        poll_s: float = 0.5,
+        on_progress: Callable[[JobProgress], None] | None = None,
+    ) -> JobProgress:
         """Poll until every image has a record; rides out Redis restarts instead of failing."""
         deadline = None if timeout is None else time.monotonic() + timeout
         rebalancer, next_rebalance = Rebalancer(self.store.r), time.monotonic()
@@ -72,7 +81,7 @@ class Job:
                 if progress.finished or progress.status in ("cancelled", "interrupted"):
                     self.collect()
                     return progress  # interrupted: nobody is submitting the rest; `producer resume`
-                self.collect(free=False)
+                self.collect()  # as it goes: Redis holds only what finished since the last poll
             if deadline is not None and time.monotonic() > deadline:
                 raise PipelineError(f"job {self.id} not finished after {timeout:g} s")
             time.sleep(poll_s)
@@ -91,7 +100,10 @@ class Job:
         except RedisError:
             return 0  # Redis restarting: the next poll collects
         if free:
-            free_results(self.store, self.celery.backend.get_key_for_task, self.id)
+            try:
+                free_results(self.store, self.celery.backend.get_key_for_task, self.id)
+            except RedisError:
+                return moved
             if self.progress().finished and is_collected(self.store, self.id):
                 self.store.drop_in_flight(self.id)
         return moved
@@ -129,8 +141,9 @@ class Job:
         """A finished (or already cancelled) job has nothing left to cancel: say so, change nothing."""
         progress = self.progress()
         if progress.finished or progress.status in ("done", "cancelled"):
-            raise JobStateError(f"job {self.id} is {'done' if progress.finished else progress.status}: "
-                                "nothing left to cancel")
+            raise JobStateError(
+                f"job {self.id} is {'done' if progress.finished else progress.status}: nothing left to cancel"
+            )
 
     def cancel(self) -> int:
         """Mark cancelled, revoke unfinished chains, remove their queued messages; returns how many.
@@ -139,15 +152,24 @@ class Job:
         self.store.require_job(self.id)
         self.store.set_fields(self.id, status="cancelled")
         spec = self.store.load_spec(self.id)
-        pending = [tid for batch, ids in self.store.chains(self.id).items()
-                   if not self.store.is_batch_done(self.id, batch) for tid in ids]
+        pending = [
+            tid
+            for batch, ids in self.store.chains(self.id).items()
+            if not self.store.is_batch_done(self.id, batch)
+            for tid in ids
+        ]
         if pending:
             self.celery.control.revoke(pending)
         return self.store.purge_queued(spec.queues if spec else [], self.id)
 
 
-def submit(folder: str | Path | list[str | Path], settings: Settings | None = None, recursive: bool = True,
-           queues: list[str] | None = None, job_id: str | None = None) -> Job:
+def submit(
+    folder: str | Path | list[str | Path],
+    settings: Settings | None = None,
+    recursive: bool = True,
+    queues: list[str] | None = None,
+    job_id: str | None = None,
+) -> Job:
     """Submit a folder (or several) as a job. With the id of an interrupted job: finish that job."""
     settings = settings or load_settings()
     submitter = Submitter(settings)

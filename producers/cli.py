@@ -70,8 +70,9 @@ def check_not_empty(roots, recursive: bool, settings: Settings) -> None:
     except PipelineError as exc:
         raise click.UsageError(str(exc)) from exc
     if not found:
-        raise click.UsageError(f"no files found in {', '.join(roots)} (extensions looked for: "
-                               f"{' '.join(settings.extensions)})")
+        raise click.UsageError(
+            f"no files found in {', '.join(roots)} (extensions looked for: {' '.join(settings.extensions)})"
+        )
 
 
 @click.group()
@@ -99,12 +100,24 @@ def job_options(fn):
     return fn
 
 
-def job_overrides(batch_size, no_cache, score_threshold, categories_to_score, categories_to_summarize,
-                  classification_prompt, prompt_dir) -> dict[str, Any]:
-    return dict(batch_size=batch_size, use_cache=False if no_cache else None, score_threshold=score_threshold,
-                categories_to_score=_csv(categories_to_score),
-                categories_to_summarize=_csv(categories_to_summarize),
-                classification_prompt=classification_prompt, prompt_dir=prompt_dir)
+def job_overrides(
+    batch_size,
+    no_cache,
+    score_threshold,
+    categories_to_score,
+    categories_to_summarize,
+    classification_prompt,
+    prompt_dir,
+) -> dict[str, Any]:
+    return dict(
+        batch_size=batch_size,
+        use_cache=False if no_cache else None,
+        score_threshold=score_threshold,
+        categories_to_score=_csv(categories_to_score),
+        categories_to_summarize=_csv(categories_to_summarize),
+        classification_prompt=classification_prompt,
+        prompt_dir=prompt_dir,
+    )
 
 
 @main.command()
@@ -114,14 +127,19 @@ def job_overrides(batch_size, no_cache, score_threshold, categories_to_score, ca
 @click.option("--max-inflight", type=int, help="Batches allowed to wait in Redis at once.")
 @click.option("--shared-dir", type=click.Path(file_okay=False), help="Folder all workers can read.")
 @click.option("--image-column", help="Parquet/Arrow datasets: the image column (default 'image').")
-@click.option("--prepare-on", "prepare_on", metavar="QUEUE",
-              help="Prepare on CPU workers serving QUEUE (`celery -A app worker -Q cpu -P prefork -c N`) "
-                   "instead of this process's pool; local paths then need storage those workers share.")
+@click.option(
+    "--prepare-on",
+    "prepare_on",
+    metavar="QUEUE",
+    help="Prepare on CPU workers serving QUEUE (`celery -A app worker -Q cpu -P prefork -c N`) "
+    "instead of this process's pool; local paths then need storage those workers share.",
+)
 @click.option("--wait", is_flag=True, help="Show progress until the job is done.")
 @click.option("--job-id", help="Finish the interrupted job with this id (like `producer resume`).")
 @click.pass_context
-def submit(ctx, roots, recursive, queues, max_inflight, shared_dir, image_column, prepare_on, wait, job_id,
-           **job) -> None:
+def submit(
+    ctx, roots, recursive, queues, max_inflight, shared_dir, image_column, prepare_on, wait, job_id, **job
+) -> None:
     """Prepare the images of ROOTS and enqueue one chain per batch. Prints the job id.
 
     ROOTS: folders, list files (.txt/.lst: a path or http(s) URL per line), http(s) URLs, webdataset
@@ -129,9 +147,15 @@ def submit(ctx, roots, recursive, queues, max_inflight, shared_dir, image_column
     from producers.api import Job
     from producers.submit import Submitter, new_job_id
 
-    settings = settings_from(ctx, max_inflight_batches=max_inflight, shared_dir=shared_dir,
-                             queues=list(queues) or None, image_column=image_column,
-                             prepare_queue=prepare_on, **job_overrides(**job))
+    settings = settings_from(
+        ctx,
+        max_inflight_batches=max_inflight,
+        shared_dir=shared_dir,
+        queues=list(queues) or None,
+        image_column=image_column,
+        prepare_queue=prepare_on,
+        **job_overrides(**job),
+    )
     check_roots(roots, settings)
     check_not_empty(roots, recursive, settings)
     submitter = Submitter(settings)
@@ -142,8 +166,13 @@ def submit(ctx, roots, recursive, queues, max_inflight, shared_dir, image_column
     if settings.prepare_queue:
         warn_if_unserved(submitter.store.r, [settings.prepare_queue])
     with console.status("scanning and submitting …") as status:
-        submitter.submit(roots, recursive=recursive, queues=list(queues) or None, job_id=job_id,
-                         progress=lambda s: status.update(submit_line(s)))
+        submitter.submit(
+            roots,
+            recursive=recursive,
+            queues=list(queues) or None,
+            job_id=job_id,
+            progress=lambda s: status.update(submit_line(s)),
+        )
     if wait:
         finish_watch(Job(job_id, settings, submitter.celery, submitter.store))
 
@@ -168,8 +197,10 @@ def resume(ctx, job_id, queues, wait) -> None:
 
 def submit_line(s) -> str:
     resumed = f", {s.resumed} handled before the interruption" if s.resumed else ""
-    return (f"scanned {s.scanned}: {s.shipped} unique images shipped in {s.batches} batches, "
-            f"{s.cached} cached, {s.failed} failed, {s.duplicates} duplicate copies merged{resumed}")
+    return (
+        f"scanned {s.scanned}: {s.shipped} unique images shipped in {s.batches} batches, "
+        f"{s.cached} cached, {s.failed} failed, {s.duplicates} duplicate copies merged{resumed}"
+    )
 
 
 def finish_watch(job) -> None:
@@ -181,8 +212,10 @@ def finish_watch(job) -> None:
     sys.exit(1 if progress.status == "cancelled" else 0)
 
 
-INTERRUPTED = ("job {job} is interrupted: its producer stopped before submitting every image. "
-               "Run `producer resume {job}` to finish it (nothing already sent is sent twice).")
+INTERRUPTED = (
+    "job {job} is interrupted: its producer stopped before submitting every image. "
+    "Run `producer resume {job}` to finish it (nothing already sent is sent twice)."
+)
 
 
 def progress_line(p: JobProgress) -> str:
@@ -198,13 +231,18 @@ def unserved_message(r, queues: list[str] | None) -> str | None:
 
     live = live_queues(r)
     if queues is None:
-        return None if live else "no live worker: batches wait in Redis until one starts " \
-                                 "(e.g. `celery -A app worker -Q gpu0 -c 1`)"
+        return (
+            None
+            if live
+            else "no live worker: batches wait in Redis until one starts (e.g. `celery -A app worker -Q gpu0 -c 1`)"
+        )
     served = [q for q in queues if q in live]
     if served:
         return None
-    return (f"no live worker serves {', '.join(queues)}: batches wait in Redis until one starts "
-            f"(e.g. `celery -A app worker -Q {queues[0]} -c 1`)")
+    return (
+        f"no live worker serves {', '.join(queues)}: batches wait in Redis until one starts "
+        f"(e.g. `celery -A app worker -Q {queues[0]} -c 1`)"
+    )
 
 
 def warn_if_unserved(r, queues: list[str] | None) -> None:
@@ -221,8 +259,10 @@ def progress_table(p: JobProgress) -> Table:
     table.add_row("images", f"{p.accounted} of {of} accounted for")
     for outcome in ("done", "cached", "failed"):
         table.add_row(outcome, str(p.outcomes.get(outcome, 0)))
-    table.add_row("batches", f"{p.batches_done} done of {p.batches_sent} sent "
-                             f"({p.batches_sent - p.batches_done} queued or running)")
+    table.add_row(
+        "batches",
+        f"{p.batches_done} done of {p.batches_sent} sent ({p.batches_sent - p.batches_done} queued or running)",
+    )
     table.add_row("throughput", f"{p.images_per_s:g} images/s")
     table.add_row("ETA", "-" if p.finished or p.eta_s is None else f"{p.eta_s:.0f} s")
     for worker, n in sorted(p.workers.items()):
@@ -280,9 +320,13 @@ def status(ctx, job_id, follow, as_json) -> None:
 
 
 def record_row(r: ImageRecord) -> list[str]:
-    return [r.image, r.classification.category if r.classification else "-",
-            f"{r.scoring.score:g}" if r.scoring and r.scoring.score is not None else "-",
-            (r.summary.summary[:60] if r.summary else "-"), r.error or ""]
+    return [
+        r.image,
+        r.classification.category if r.classification else "-",
+        f"{r.scoring.score:g}" if r.scoring and r.scoring.score is not None else "-",
+        (r.summary.summary[:60] if r.summary else "-"),
+        r.error or "",
+    ]
 
 
 @main.command()
@@ -320,9 +364,13 @@ def jobs(ctx, limit) -> None:
     table = Table("status", "images", "done", "cached", "failed", "created", "job")
     for job_id in store.job_ids(limit):
         p = store.progress(job_id)
-        table.add_row(p.status, "?" if p.total is None else str(p.total),
-                      *(str(p.outcomes.get(k, 0)) for k in ("done", "cached", "failed")),
-                      time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.created_at)), job_id)
+        table.add_row(
+            p.status,
+            "?" if p.total is None else str(p.total),
+            *(str(p.outcomes.get(k, 0)) for k in ("done", "cached", "failed")),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(p.created_at)),
+            job_id,
+        )
     table.columns[-1].no_wrap = True  # ids are copied from here: never cut or folded
     table.columns[-1].overflow = "ignore"
     Console().print(table)
@@ -341,15 +389,25 @@ def prompts(ctx, prompt_dir, classification_prompt) -> None:
     out.print(f"classification: {ps.classification.ref}")
     table = Table("category", "description", "scoring prompts", "summary prompts")
     for cat, desc in sorted(ps.categories.items()):
-        table.add_row(escape(cat), escape(desc), ", ".join(p.ref for p in ps.for_stage("score", cat)),
-                      ", ".join(p.ref for p in ps.for_stage("summary", cat)))
+        table.add_row(
+            escape(cat),
+            escape(desc),
+            ", ".join(p.ref for p in ps.for_stage("score", cat)),
+            ", ".join(p.ref for p in ps.for_stage("summary", cat)),
+        )
     out.print(table)
 
 
 @main.command()
 @click.argument("job_id", type=JOB_ID)
-@click.option("--format", "formats", multiple=True, default=["all"], show_default=True,
-              type=click.Choice(["jsonl", "csv", "parquet", "folder", "all"]))
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    default=["all"],
+    show_default=True,
+    type=click.Choice(["jsonl", "csv", "parquet", "folder", "all"]),
+)
 @click.option("--output", "output", required=True, type=click.Path(file_okay=False))
 @click.pass_context
 def export(ctx, job_id, formats, output) -> None:
@@ -430,8 +488,11 @@ def workers(ctx, gpus, tp, engine, model, queue_prefix, first_index, log_dir) ->
     settings = settings_from(ctx, engine=engine, model=model)
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     ids = [g.strip() for g in gpus.split(",") if g.strip()]
-    supervise(settings, plan_workers(settings, ids, tp, Path(log_dir), queue_prefix, first_index),
-              on_event=lambda m: console.print(m))
+    supervise(
+        settings,
+        plan_workers(settings, ids, tp, Path(log_dir), queue_prefix, first_index),
+        on_event=lambda m: console.print(m),
+    )
 
 
 @main.command()
@@ -445,17 +506,28 @@ def fleet(ctx) -> None:
     r = redis_client(settings_from(ctx))
     workers = live_workers(r)
     if not workers:
-        console.print("no live workers (none has sent a heartbeat in the last 12 s); start one with "
-                      "`celery -A app worker -Q gpu0 -c 1` or `producer workers --gpus 0`")
+        console.print(
+            "no live workers (none has sent a heartbeat in the last 12 s); start one with "
+            "`celery -A app worker -Q gpu0 -c 1` or `producer workers --gpus 0`"
+        )
         return
     table = Table("worker", "queues", "GPUs", "now", "batches done", "waiting")
     for w in sorted(workers, key=lambda w: w["hostname"]):
         cur = w.get("current") or {}
-        now = (f"{cur['task']} {cur['batch_id']} ({cur['images']} images, {time.time() - cur['since']:.0f} s)"
-               if cur else "idle")
+        now = (
+            f"{cur['task']} {cur['batch_id']} ({cur['images']} images, {time.time() - cur['since']:.0f} s)"
+            if cur
+            else "idle"
+        )
         waiting = pending(r, w["queues"])
-        table.add_row(w["hostname"], ",".join(w["queues"]), w.get("gpus") or "-", now, str(w["batches_done"]),
-                      str(sum(waiting.values())))
+        table.add_row(
+            w["hostname"],
+            ",".join(w["queues"]),
+            w.get("gpus") or "-",
+            now,
+            str(w["batches_done"]),
+            str(sum(waiting.values())),
+        )
     Console().print(table)
 
 
@@ -494,8 +566,11 @@ def run_cli() -> None:
 
     from app import redis_full
 
-    redis_full.on_full(lambda full: console.print(
-        f"[yellow]{redis_full.FULL_MESSAGE}[/yellow]" if full else "Redis has room again: going on"))
+    redis_full.on_full(
+        lambda full: console.print(
+            f"[yellow]{redis_full.FULL_MESSAGE}[/yellow]" if full else "Redis has room again: going on"
+        )
+    )
     try:
         main(standalone_mode=True)
     except PipelineError as exc:
@@ -503,9 +578,11 @@ def run_cli() -> None:
         console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
         sys.exit(2)
     except (OperationalError, RedisConnectionError) as exc:
-        console.print(f"[red]error:[/red] Redis did not answer ({escape(str(exc))}). Nothing more was submitted; "
-                      "batches already sent are safe in Redis. Check VLMQ_BROKER_URL and retry: "
-                      "images already done are served from the cache.")
+        console.print(
+            f"[red]error:[/red] Redis did not answer ({escape(str(exc))}). Nothing more was submitted; "
+            "batches already sent are safe in Redis. Check VLMQ_BROKER_URL and retry: "
+            "images already done are served from the cache."
+        )
         sys.exit(3)
 
 

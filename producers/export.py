@@ -23,15 +23,38 @@ FORMATS = ("jsonl", "csv", "parquet", "folder")
 # A spreadsheet runs a cell starting with these as a formula (OWASP "CSV injection").
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MAX_NAME_BYTES = 255  # one path component, on every common filesystem
-CSV_COLUMNS = ["image", "source", "sha256", "width", "height", "category", "category_reasoning", "score", "score_reasoning",
-               "summary", "fields", "summaries", "skipped", "error", "error_stage", "model", "prompts", "worker",
-               "cached", "job_id"]
+CSV_COLUMNS = [
+    "image",
+    "source",
+    "sha256",
+    "width",
+    "height",
+    "category",
+    "category_reasoning",
+    "score",
+    "score_reasoning",
+    "summary",
+    "fields",
+    "summaries",
+    "skipped",
+    "error",
+    "error_stage",
+    "model",
+    "prompts",
+    "worker",
+    "cached",
+    "job_id",
+]
 
 
 def flat_row(r: ImageRecord) -> dict[str, object]:
     """One flat row per record, for csv and parquet; lists and maps as JSON text."""
     return {
-        "image": r.image, "source": r.source, "sha256": r.sha256, "width": r.width, "height": r.height,
+        "image": r.image,
+        "source": r.source,
+        "sha256": r.sha256,
+        "width": r.width,
+        "height": r.height,
         "category": r.classification.category if r.classification else None,
         "category_reasoning": r.classification.reasoning if r.classification else None,
         "score": r.scoring.score if r.scoring else None,
@@ -40,8 +63,12 @@ def flat_row(r: ImageRecord) -> dict[str, object]:
         "fields": json.dumps(r.fields, ensure_ascii=False),  # what prompts' SCHEMA sections asked for
         "summaries": json.dumps([s.model_dump() for s in r.summaries], ensure_ascii=False),
         "skipped": json.dumps(r.skipped, ensure_ascii=False),
-        "error": r.error, "error_stage": r.error_stage, "model": r.model,
-        "prompts": json.dumps(r.prompts, ensure_ascii=False), "worker": r.worker, "cached": r.cached,
+        "error": r.error,
+        "error_stage": r.error_stage,
+        "model": r.model,
+        "prompts": json.dumps(r.prompts, ensure_ascii=False),
+        "worker": r.worker,
+        "cached": r.cached,
         "job_id": r.job_id,
     }
 
@@ -71,14 +98,30 @@ def write_parquet(records: Iterable[ImageRecord], path: Path, rows_per_group: in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([
-        ("image", pa.string()), ("source", pa.string()), ("sha256", pa.string()), ("width", pa.int64()), ("height", pa.int64()),
-        ("category", pa.string()), ("category_reasoning", pa.string()), ("score", pa.float64()),
-        ("score_reasoning", pa.string()), ("summary", pa.string()), ("fields", pa.string()),
-        ("summaries", pa.string()), ("skipped", pa.string()), ("error", pa.string()),
-        ("error_stage", pa.string()), ("model", pa.string()), ("prompts", pa.string()), ("worker", pa.string()),
-        ("cached", pa.bool_()), ("job_id", pa.string()),
-    ])
+    schema = pa.schema(
+        [
+            ("image", pa.string()),
+            ("source", pa.string()),
+            ("sha256", pa.string()),
+            ("width", pa.int64()),
+            ("height", pa.int64()),
+            ("category", pa.string()),
+            ("category_reasoning", pa.string()),
+            ("score", pa.float64()),
+            ("score_reasoning", pa.string()),
+            ("summary", pa.string()),
+            ("fields", pa.string()),
+            ("summaries", pa.string()),
+            ("skipped", pa.string()),
+            ("error", pa.string()),
+            ("error_stage", pa.string()),
+            ("model", pa.string()),
+            ("prompts", pa.string()),
+            ("worker", pa.string()),
+            ("cached", pa.bool_()),
+            ("job_id", pa.string()),
+        ]
+    )
     with pq.ParquetWriter(path, schema) as writer:
         rows: list[dict[str, object]] = []
         for r in records:
@@ -116,8 +159,8 @@ def write_folder(records: Iterable[ImageRecord], out: Path) -> Path:
         everything.write(("," if i else "") + "\n" + json.dumps(r.model_dump(mode="json"), ensure_ascii=False))
         parts = {
             "classification": r.classification and {"image": r.image, **r.classification.model_dump()},
-            "scoring": r.scoring and {"image": r.image, **r.scoring.model_dump(),
-                                      "all": [s.model_dump() for s in r.scores]},
+            "scoring": r.scoring
+            and {"image": r.image, **r.scoring.model_dump(), "all": [s.model_dump() for s in r.scores]},
             "summaries": r.summaries and {"image": r.image, "summaries": [s.model_dump() for s in r.summaries]},
             "errors": r.error and {"image": r.image, "error": r.error, "stage": r.error_stage},
         }
@@ -131,8 +174,9 @@ def write_folder(records: Iterable[ImageRecord], out: Path) -> Path:
     return out
 
 
-def export(records: Callable[[], Iterable[ImageRecord]] | Sequence[ImageRecord], out_dir: str | Path,
-           formats: Sequence[str]) -> list[Path]:
+def export(
+    records: Callable[[], Iterable[ImageRecord]] | Sequence[ImageRecord], out_dir: str | Path, formats: Sequence[str]
+) -> list[Path]:
     """Write the chosen formats ('all' for every one) into `out_dir`; return what was written.
 
     `records` is read once per format: pass a callable that streams them (Job.records) to export
@@ -142,8 +186,10 @@ def export(records: Callable[[], Iterable[ImageRecord]] | Sequence[ImageRecord],
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     chosen = FORMATS if "all" in formats else formats
-    writers = {"jsonl": lambda: write_jsonl(records(), out / "results.jsonl"),
-               "csv": lambda: write_csv(records(), out / "results.csv"),
-               "parquet": lambda: write_parquet(records(), out / "results.parquet"),
-               "folder": lambda: write_folder(records(), out)}
+    writers = {
+        "jsonl": lambda: write_jsonl(records(), out / "results.jsonl"),
+        "csv": lambda: write_csv(records(), out / "results.csv"),
+        "parquet": lambda: write_parquet(records(), out / "results.parquet"),
+        "folder": lambda: write_folder(records(), out),
+    }
     return [writers[f]() for f in chosen]

@@ -29,15 +29,21 @@ def tp_groups(gpus: Sequence[str], tp: int) -> list[list[str]]:
     return [list(gpus[i : i + tp]) for i in range(0, len(gpus), tp)]
 
 
-def plan_workers(settings: Settings, gpus: Sequence[str], tp: int, log_dir: Path,
-                 queue_prefix: str = "gpu", first_index: int = 0) -> list[WorkerProcess]:
+def plan_workers(
+    settings: Settings, gpus: Sequence[str], tp: int, log_dir: Path, queue_prefix: str = "gpu", first_index: int = 0
+) -> list[WorkerProcess]:
     host = socket.gethostname()
     workers = []
     for i, group in enumerate(tp_groups(gpus, tp), start=first_index):
         queue = f"{queue_prefix}{i}"
-        env = {"CUDA_VISIBLE_DEVICES": ",".join(group), "VLMQ_TENSOR_PARALLEL_SIZE": str(tp),
-               "VLMQ_BROKER_URL": settings.broker_url, "VLMQ_RESULT_BACKEND": settings.result_backend or "",
-               "VLMQ_ENGINE": settings.engine, "VLMQ_MODEL": settings.model}
+        env = {
+            "CUDA_VISIBLE_DEVICES": ",".join(group),
+            "VLMQ_TENSOR_PARALLEL_SIZE": str(tp),
+            "VLMQ_BROKER_URL": settings.broker_url,
+            "VLMQ_RESULT_BACKEND": settings.result_backend or "",
+            "VLMQ_ENGINE": settings.engine,
+            "VLMQ_MODEL": settings.model,
+        }
         workers.append(WorkerProcess(queue, env, name=f"{queue}@{host}", log_file=log_dir / f"{queue}.log"))
     return workers
 
@@ -46,8 +52,9 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def supervise(settings: Settings, workers: list[WorkerProcess], on_event=print, poll_s: float = 1.0,
-              ready_timeout: float = 120) -> None:
+def supervise(
+    settings: Settings, workers: list[WorkerProcess], on_event=print, poll_s: float = 1.0, ready_timeout: float = 120
+) -> None:
     """Start the workers, restart any that exits, rebalance orphaned queues; stop all on a signal."""
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     celery_app = create_app(settings)
@@ -57,7 +64,9 @@ def supervise(settings: Settings, workers: list[WorkerProcess], on_event=print, 
             w.start()
         for w in workers:
             w.wait_ready(celery_app, ready_timeout)
-            on_event(f"worker {w.name} ready on queue {w.queue} (GPUs {w.env['CUDA_VISIBLE_DEVICES']}), log {w.log_file}")
+            on_event(
+                f"worker {w.name} ready on queue {w.queue} (GPUs {w.env['CUDA_VISIBLE_DEVICES']}), log {w.log_file}"
+            )
         while True:
             time.sleep(poll_s)
             for w in workers:

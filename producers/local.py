@@ -74,8 +74,13 @@ def _stop_group(proc: subprocess.Popen, sig: int, timeout: float) -> None:
 class RedisServer:
     """A redis-server on a free loopback port, data in `data_dir`."""
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, appendonly: bool = False,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        port: int | None = None,
+        appendonly: bool = False,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.appendonly = appendonly
@@ -88,12 +93,25 @@ class RedisServer:
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir), "--save", "", "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", "always",  # a queue must not lose the last second of messages to a crash
-                "--maxmemory-policy", "noeviction", *self.extra_args]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
+        args = [
+            redis_server_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "always",  # a queue must not lose the last second of messages to a crash
+            "--maxmemory-policy",
+            "noeviction",
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not redis_answers(self.url, 0.2):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -125,9 +143,17 @@ class WorkerProcess:
     No `-P`: the app's `worker_pool` setting picks app.pool.HandBackPool (the CLI accepts only
     Celery's own pool names)."""
 
-    def __init__(self, queue: str, env: dict[str, str], name: str | None = None,
-                 log_file: str | Path | None = None, extra_args: list[str] | None = None,
-                 prefix: list[str] | None = None, cwd: str | Path | None = None, app: str = "app") -> None:
+    def __init__(
+        self,
+        queue: str,
+        env: dict[str, str],
+        name: str | None = None,
+        log_file: str | Path | None = None,
+        extra_args: list[str] | None = None,
+        prefix: list[str] | None = None,
+        cwd: str | Path | None = None,
+        app: str = "app",
+    ) -> None:
         self.queue = queue
         self.app = app  # the Celery application module (`celery -A APP`)
         self.name = name or f"{queue}@{socket.gethostname()}"
@@ -142,12 +168,34 @@ class WorkerProcess:
         # The pool comes from the app's configuration (one batch at a time); extra_args may choose
         # another (a CPU worker: -P prefork -c N); given twice, an option's first value wins.
         concurrency = [] if {"-c", "--concurrency"} & set(self.extra_args) else ["-c", "1"]
-        args = [*self.prefix, sys.executable, "-m", "celery", "-A", self.app, "worker", "-Q", self.queue, *concurrency,
-                "-n", self.name, "--without-gossip", "--without-mingle",
-                "--loglevel", "INFO", *self.extra_args]
+        args = [
+            *self.prefix,
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            self.app,
+            "worker",
+            "-Q",
+            self.queue,
+            *concurrency,
+            "-n",
+            self.name,
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+            *self.extra_args,
+        ]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.proc = subprocess.Popen(args, env={**os.environ, **WORKER_ENV, **self.env}, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True, cwd=self.cwd)
+        self.proc = subprocess.Popen(
+            args,
+            env={**os.environ, **WORKER_ENV, **self.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.cwd,
+        )
         return self
 
     def wait_ready(self, celery_app, timeout: float = 60.0) -> None:

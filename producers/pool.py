@@ -12,15 +12,14 @@ import os
 import resource
 import signal
 import threading
-from multiprocessing import context as mp_context
-from multiprocessing import popen_forkserver, spawn
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
-
 from dataclasses import replace
+from multiprocessing import context as mp_context
+from multiprocessing import popen_forkserver, spawn
 
 from app.decode import Failed, Prepared, PrepareLimits, prepare_file
 from app.entries import Entry, prepare_entry
@@ -115,8 +114,14 @@ def decoder_context() -> DecoderContext:
 
 
 class PreparePool:
-    def __init__(self, limits: PrepareLimits, workers: int | None = None, timeout_s: float = 30.0,
-                 memory_mb: int = 2048, prepare=prepare_file) -> None:
+    def __init__(
+        self,
+        limits: PrepareLimits,
+        workers: int | None = None,
+        timeout_s: float = 30.0,
+        memory_mb: int = 2048,
+        prepare=prepare_file,
+    ) -> None:
         self.limits = limits
         self.prepare = prepare  # a module-level function (it is sent to the worker processes)
         self.workers = workers or os.cpu_count() or 1
@@ -127,8 +132,10 @@ class PreparePool:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                self.workers, mp_context=decoder_context(),
-                initializer=_init_decoder, initargs=(self.memory_mb,),
+                self.workers,
+                mp_context=decoder_context(),
+                initializer=_init_decoder,
+                initargs=(self.memory_mb,),
             )
         return self._executor
 
@@ -208,7 +215,13 @@ class PreparePool:
                 suspects = [(entry, True)] + [(e, f is not None) for e, f in window]
                 window.clear()
                 for suspect, decodable in suspects:
-                    yield suspect, (self._alone_result(suspect) if decodable
-                                   else Failed(suspect.name, suspect.problem or "refused"))
+                    yield (
+                        suspect,
+                        (
+                            self._alone_result(suspect)
+                            if decodable
+                            else Failed(suspect.name, suspect.problem or "refused")
+                        ),
+                    )
             except (MemoryError, OSError, ValueError, RuntimeError) as exc:  # raised inside the worker
                 yield entry, _failed(entry, exc)

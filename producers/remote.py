@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from app.entries import Entry
-from app.prepare_state import PrepareState
 from app.orders import TASK_NAME, order_settings
+from app.prepare_state import PrepareState
 from app.shipping import PUBLISH_RETRY, SubmitStats, limits_from, write_failure
 from producers import sources
 
@@ -30,8 +30,12 @@ def submit_remote(submitter, roots: Sequence[str | Path], recursive: bool, progr
     """`already`: error records the submitter wrote itself (inputs that never became files)."""
     s, store, job_id = submitter.settings, submitter.store, submitter.spec.job_id
     state = PrepareState(store, job_id)
-    common = {"job_id": job_id, "limits": asdict(limits_from(s)), "queues": submitter.shipper.explicit_queues,
-              **order_settings(s)}
+    common = {
+        "job_id": job_id,
+        "limits": asdict(limits_from(s)),
+        "queues": submitter.shipper.explicit_queues,
+        **order_settings(s),
+    }
     stats, listed, shards, sent = SubmitStats(), already, 0, 0
     chunk: list[dict[str, Any]] = []
 
@@ -41,9 +45,15 @@ def submit_remote(submitter, roots: Sequence[str | Path], recursive: bool, progr
             if store.is_cancelled(job_id):
                 return
             time.sleep(0.05)
-        submitter.celery.send_task(TASK_NAME, args=({**common, "index": sent, "units": units},),
-                                   queue=s.prepare_queue, task_id=f"{job_id}-p{sent:06d}",
-                                   retry=True, retry_policy=PUBLISH_RETRY, argsrepr=f"({len(units)} units)")
+        submitter.celery.send_task(
+            TASK_NAME,
+            args=({**common, "index": sent, "units": units},),
+            queue=s.prepare_queue,
+            task_id=f"{job_id}-p{sent:06d}",
+            retry=True,
+            retry_policy=PUBLISH_RETRY,
+            argsrepr=f"({len(units)} units)",
+        )
         sent += 1
 
     for unit in sources.units(roots, recursive, s, s.image_column, rows_per_unit=8 * s.prepare_chunk):
@@ -65,8 +75,20 @@ def submit_remote(submitter, roots: Sequence[str | Path], recursive: bool, progr
         else:
             listed += unit.stop - unit.start
             t = unit.table
-            send([{"kind": "table", "path": t.path, "format": t.format, "label": t.label, "rows": t.rows,
-                   "first_row": t.first_row, "start": unit.start, "stop": unit.stop}])
+            send(
+                [
+                    {
+                        "kind": "table",
+                        "path": t.path,
+                        "format": t.format,
+                        "label": t.label,
+                        "rows": t.rows,
+                        "first_row": t.first_row,
+                        "start": unit.start,
+                        "stop": unit.stop,
+                    }
+                ]
+            )
         stats.scanned = listed
         if progress and listed % 256 == 0:
             progress(stats)

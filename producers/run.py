@@ -66,8 +66,15 @@ def _forget_queue(store, queue: str, worker: str) -> None:
     store.forget_worker(worker)
 
 
-def run_local(settings: Settings, roots: Sequence[str | Path], output_dir: str | Path, recursive: bool = True,
-              console: Console | None = None, watch=None, worker_timeout: float = 120) -> JobProgress:
+def run_local(
+    settings: Settings,
+    roots: Sequence[str | Path],
+    output_dir: str | Path,
+    recursive: bool = True,
+    console: Console | None = None,
+    watch=None,
+    worker_timeout: float = 120,
+) -> JobProgress:
     console = console or Console(stderr=True)
     out = Path(output_dir).resolve()
     if settings.engine == "vllm":
@@ -85,13 +92,18 @@ def run_local(settings: Settings, roots: Sequence[str | Path], output_dir: str |
         queue = f"local-{uuid.uuid4().hex[:8]}"
         settings = settings.with_overrides(queues=[queue])
         config = write_run_config(settings, out / "vlmq-run.yaml")
-        env = {"VLMQ_CONFIG": str(config), "VLMQ_BROKER_URL": settings.broker_url,
-               "VLMQ_RESULT_BACKEND": settings.result_backend or settings.broker_url}
+        env = {
+            "VLMQ_CONFIG": str(config),
+            "VLMQ_BROKER_URL": settings.broker_url,
+            "VLMQ_RESULT_BACKEND": settings.result_backend or settings.broker_url,
+        }
         worker = WorkerProcess(queue, env, name=f"{queue}@{os.uname().nodename}", log_file=out / "worker.log")
         submitter = Submitter(settings)
         worker.start().wait_ready(submitter.celery, worker_timeout)
-        console.print(f"worker {worker.name} ready (engine: {settings.engine}, model: {settings.model}); "
-                      f"log: {out / 'worker.log'}")
+        console.print(
+            f"worker {worker.name} ready (engine: {settings.engine}, model: {settings.model}); "
+            f"log: {out / 'worker.log'}"
+        )
         job_id = new_job_id()
         console.print(f"job {job_id}")
         submitter.submit(roots, recursive=recursive, queues=[queue], job_id=job_id)

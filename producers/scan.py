@@ -48,9 +48,14 @@ def _inside(path: Path, root: Path) -> bool:
         return False
 
 
-def scan(roots: Sequence[str | Path], recursive: bool, extensions: Sequence[str],
-         follow_symlinks: bool = False, report_other_files: bool = True,
-         report_hidden: bool = False) -> Iterator[ScanEntry]:
+def scan(
+    roots: Sequence[str | Path],
+    recursive: bool,
+    extensions: Sequence[str],
+    follow_symlinks: bool = False,
+    report_other_files: bool = True,
+    report_hidden: bool = False,
+) -> Iterator[ScanEntry]:
     exts = {e.lower() for e in extensions}
     resolved = [Path(r).expanduser().resolve() for r in roots]
     prefix = len(resolved) > 1
@@ -103,6 +108,9 @@ def scan(roots: Sequence[str | Path], recursive: bool, extensions: Sequence[str]
                         path = path.resolve()  # a link inside the root: open its target, link-free
                     yield ScanEntry(path, name, root=within)
             except OSError as exc:
-                yield ScanEntry(directory, display_name(directory.relative_to(root).as_posix() or "."),
-                                f"folder unreadable: {exc.strerror or exc}")
+                yield ScanEntry(
+                    directory,
+                    display_name(directory.relative_to(root).as_posix() or "."),
+                    f"folder unreadable: {exc.strerror or exc}",
+                )
             stack.extend(reversed(subdirs))  # depth-first, in sorted order

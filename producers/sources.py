@@ -144,8 +144,11 @@ def _expand(sources: Sequence[Source], labels: Labels, extensions: Sequence[str]
             base = Path(src.location).parent
             for number, text in list_lines(src.location):
                 item = _list_item(label, number, text, base, extensions)
-                yield Source("shard", item.location, labels.take(shard_label(item.location))) \
-                    if isinstance(item, Source) else item
+                yield (
+                    Source("shard", item.location, labels.take(shard_label(item.location)))
+                    if isinstance(item, Source)
+                    else item
+                )
         elif src.kind == "url":
             label = labels.take(_url_label(src.location))
             yield Entry(label, src.location, "url", url=src.location)
@@ -155,8 +158,9 @@ def _expand(sources: Sequence[Source], labels: Labels, extensions: Sequence[str]
             yield src
 
 
-def entries(roots: Sequence[str | Path], recursive: bool, settings, limits: PrepareLimits,
-            image_column: str = "image") -> Iterator[Entry]:
+def entries(
+    roots: Sequence[str | Path], recursive: bool, settings, limits: PrepareLimits, image_column: str = "image"
+) -> Iterator[Entry]:
     """Every image of every root, for the producer's own pool (bytes of shards and tables included)."""
     for item in _plan(roots, recursive, settings, image_column):
         if isinstance(item, Entry):
@@ -167,8 +171,9 @@ def entries(roots: Sequence[str | Path], recursive: bool, settings, limits: Prep
             yield from table_entries(item.table, image_column, item.start, item.stop)
 
 
-def units(roots: Sequence[str | Path], recursive: bool, settings, image_column: str = "image",
-          rows_per_unit: int = 256) -> Iterator[Entry | ShardUnit | TableUnit]:
+def units(
+    roots: Sequence[str | Path], recursive: bool, settings, image_column: str = "image", rows_per_unit: int = 256
+) -> Iterator[Entry | ShardUnit | TableUnit]:
     """References for prepare tasks: entries (file, URL, refused), whole shards, table row ranges."""
     yield from _plan(roots, recursive, settings, image_column, rows_per_unit)
 
@@ -181,10 +186,17 @@ def _plan(roots, recursive, settings, image_column: str = "image", rows_per_unit
         for f in folders:
             labels.take(display_name(Path(f).expanduser().resolve().name))
     if folders:  # together, so names get the root prefix exactly when there are several (as before)
-        for e in scan(folders, recursive, settings.extensions, settings.follow_symlinks,
-                      settings.report_other_files, settings.report_hidden_files):
-            yield Entry(e.name, None, "file", path=str(e.path), root=None if e.root is None else str(e.root),
-                        problem=e.problem)
+        for e in scan(
+            folders,
+            recursive,
+            settings.extensions,
+            settings.follow_symlinks,
+            settings.report_other_files,
+            settings.report_hidden_files,
+        ):
+            yield Entry(
+                e.name, None, "file", path=str(e.path), root=None if e.root is None else str(e.root), problem=e.problem
+            )
     for item in _expand([s for s in sources if s.kind != "folder"], labels, settings.extensions):
         if isinstance(item, Entry):
             yield item
@@ -216,7 +228,13 @@ def first_entry(roots: Sequence[str | Path], recursive: bool, settings) -> bool:
             return True
         if src.kind == "table" and any(t.rows for t in dataset_files(Path(src.location), settings.image_column)):
             return True
-        if src.kind == "folder" and next(scan([src.location], recursive, settings.extensions, settings.follow_symlinks,
-                                              report_other_files=True), None) is not None:
+        if (
+            src.kind == "folder"
+            and next(
+                scan([src.location], recursive, settings.extensions, settings.follow_symlinks, report_other_files=True),
+                None,
+            )
+            is not None
+        ):
             return True
     return False

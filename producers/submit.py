@@ -8,8 +8,10 @@ set (settings.prepare_queue), preparation runs on CPU workers instead: producers
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,10 +19,21 @@ from pathlib import Path
 from celery import Celery
 from celery.result import AsyncResult, GroupResult
 
+from app.claims import LocalClaims
+from app.collect import collect, free_results
 from app.decode import Failed, Prepared, PrepareLimits
 from app.factory import create_app
+from app.results import ResultsDataset
 from app.schemas import ItemState, JobSpec
-from app.shipping import PREPARE_QUEUES_KEY, PUBLISH_RETRY, Shipper, SubmitStats, limits_from, useful_edge, write_failure  # noqa: F401
+from app.shipping import (  # noqa: F401
+    PREPARE_QUEUES_KEY,
+    PUBLISH_RETRY,
+    Shipper,
+    SubmitStats,
+    limits_from,
+    useful_edge,
+    write_failure,
+)
 from app.store import JobStore
 from config.errors import JobNotFoundError, JobStateError
 from config.prompts import PromptSet, load_prompt_set
@@ -29,6 +42,8 @@ from producers import sources
 from producers.lease import LEASE_TTL_S, LeaseKeeper
 from producers.pool import PreparePool
 from producers.scan import display_name
+
+log = logging.getLogger(__name__)
 
 
 ProgressFn = Callable[[SubmitStats], None]
@@ -44,8 +59,7 @@ def root_names(roots: Sequence[str | Path]) -> list[str]:
 
 
 class Submitter:
-    def __init__(self, settings: Settings, celery_app: Celery | None = None,
-                 store: JobStore | None = None) -> None:
+    def __init__(self, settings: Settings, celery_app: Celery | None = None, store: JobStore | None = None) -> None:
         self.settings = settings
         self.celery = celery_app or create_app(settings)
         # The Redis result backend subscribes to each sent task's result channel so that a later
@@ -61,9 +75,15 @@ class Submitter:
         s = self.settings
         return load_prompt_set(s.prompt_dir, s.classification_prompt, s.max_prompt_bytes), limits_from(s)
 
-    def submit(self, roots: Sequence[str | Path], recursive: bool = True, queues: Sequence[str] | None = None,
-               job_id: str | None = None, progress: ProgressFn | None = None,
-               failures: Sequence[Failed] = ()) -> str:
+    def submit(
+        self,
+        roots: Sequence[str | Path],
+        recursive: bool = True,
+        queues: Sequence[str] | None = None,
+        job_id: str | None = None,
+        progress: ProgressFn | None = None,
+        failures: Sequence[Failed] = (),
+    ) -> str:
         """Submit ROOTS as a new job; with the id of an interrupted job, finish that job instead.
 
         `failures`: inputs that never became files (e.g. URLs that could not be fetched); each
@@ -98,14 +118,37 @@ class Submitter:
         # the job's own settings, not today's: the same batches, prompts and conditions
         self.settings = self.settings.with_overrides(batch_size=spec.batch_size, use_cache=spec.use_cache)
         self.spec = spec
-        self.shipper = Shipper(self.settings, self.celery, self.store, spec, queues, resuming=True)
+        self.shipper = Shipper(
+            self.settings, self.celery, self.store, spec, queues, resuming=True, claims=self.claims_left_by(spec)
+        )
         return self._submit(spec.roots, spec.recursive, progress)  # the roots as the job recorded them
 
-    def _submit(self, roots: Sequence[str | Path], recursive: bool, progress: ProgressFn | None,
-                already: int = 0) -> str:
+    def claims_left_by(self, spec: JobSpec) -> LocalClaims:
+        """The interrupted submission's claims, from the results dataset: its batches still in flight
+        finish first (their images are known only there), and what waits in Redis is collected."""
+        job_id, said = spec.job_id, time.monotonic()
+        while (in_flight := self.store.batches_in_flight(job_id)) > 0:
+            self.store.renew_lease(job_id, LEASE_TTL_S)
+            if time.monotonic() - said > 10:
+                log.warning(
+                    "resume waits for the interrupted submission's batches to finish",
+                    extra={"job_id": job_id, "batches": in_flight},
+                )
+                said = time.monotonic()
+            time.sleep(0.2)
+        dataset = ResultsDataset(spec.results or self.settings.results_dir)
+        collect(self.store, dataset, job_id, spec.fingerprint if spec.use_cache else "")
+        claims = LocalClaims()
+        claims.load(dataset.rows(job_id, ("image", "sha256", "batch_id")))
+        return claims
+
+    def _submit(
+        self, roots: Sequence[str | Path], recursive: bool, progress: ProgressFn | None, already: int = 0
+    ) -> str:
         s, job_id = self.settings, self.spec.job_id
         stats = SubmitStats(scanned=already, failed=already)
         self._first_batch = self.store.chain_count(job_id)  # a resume numbers its batches after the others
+        self._dataset, self._tidied = ResultsDataset(self.spec.results or s.results_dir), time.monotonic()
         pending: list[Prepared] = []
         to_ship: list[ItemState] = []
         limits = limits_from(s)
@@ -136,17 +179,21 @@ class Submitter:
                 # saved before the total: a job can finish (and its in-flight state go) only after
                 self.save_group(job_id)
                 if not self.store.is_cancelled(job_id):
-                    self.store.set_fields(job_id, total=stats.scanned, status="submitted",
-                                          batches=self._first_batch + stats.batches)
+                    self.store.set_fields(
+                        job_id, total=stats.scanned, status="submitted", batches=self._first_batch + stats.batches
+                    )
         finally:
             pool.close()
+            if isinstance(self.shipper.claims, LocalClaims):
+                self.shipper.claims.close()
         self.store.mark_finished_if_complete(job_id)
         if progress:
             progress(stats)
         return job_id
 
-    def create_job(self, roots: Sequence[str | Path], queues: Sequence[str] | None, job_id: str | None,
-                   recursive: bool = True) -> JobSpec:
+    def create_job(
+        self, roots: Sequence[str | Path], queues: Sequence[str] | None, job_id: str | None, recursive: bool = True
+    ) -> JobSpec:
         s = self.settings
         job_id = job_id or new_job_id()
         prompts, _ = self.preflight()
@@ -154,12 +201,27 @@ class Submitter:
         spec.recursive = recursive
         if s.prepare_queue:
             self.store.r.sadd(PREPARE_QUEUES_KEY, s.prepare_queue)  # GPU chains are never sent there
-        self.shipper = Shipper(s, self.celery, self.store, spec, queues)
+        # the job's one producer keeps its claims on disk; prepare tasks on CPU workers share Redis's
+        self.shipper = Shipper(
+            s, self.celery, self.store, spec, queues, claims=None if s.prepare_queue else LocalClaims()
+        )
         spec.queues = list(self.shipper.queues)
         self.store.create_job(spec)
         return spec
 
+    def tidy(self, every_s: float = 1.0) -> None:
+        """Collect what waits in Redis and free finished chains' results while the job runs (at most
+        once a second): a long submission must not leave its finished part behind in Redis."""
+        now = time.monotonic()
+        if now - self._tidied < every_s:
+            return
+        self._tidied = now
+        spec = self.spec
+        collect(self.store, self._dataset, spec.job_id, spec.fingerprint if spec.use_cache else "")
+        free_results(self.store, self.celery.backend.get_key_for_task, spec.job_id)
+
     def _ship(self, items: list[ItemState], stats: SubmitStats) -> None:
+        self.tidy()
         self.shipper.ship(items, f"{self.spec.job_id}-b{self._first_batch + stats.batches:06d}", stats)
 
     def save_group(self, job_id: str) -> GroupResult:

@@ -29,10 +29,27 @@ def screenshot(url: str, out: Path, profile: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("chromium not found: apt-get install chromium")
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    f"--user-data-dir={profile}", "--window-size=1500,700", "--virtual-time-budget=4000",
-                    f"--screenshot={out}", url], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            "--window-size=1500,700",
+            "--virtual-time-budget=4000",
+            f"--screenshot={out}",
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def main() -> None:
@@ -40,9 +57,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, redis_server() as url:
         settings = Settings(broker_url=url, engine="test", queues=["gpu0", "gpu1"], batch_size=8)
         port = free_port()
-        flower = subprocess.Popen([sys.executable, "-m", "celery", "-A", "app", "flower", f"--port={port}"],
-                                  env={**os.environ, "VLMQ_BROKER_URL": url}, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        flower = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "app", "flower", f"--port={port}"],
+            env={**os.environ, "VLMQ_BROKER_URL": url},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             with workers(settings, 2, VLMQ_TEST_ENGINE_DELAY_S="0.4"):
                 folder = image_folder(Path(tmp), 400)

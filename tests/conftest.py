@@ -39,9 +39,15 @@ def redis_url(tmp_path_factory) -> str:
 @pytest.fixture
 def settings(redis_url, tmp_path) -> Settings:
     redis.Redis.from_url(redis_url).flushdb()
-    return Settings(broker_url=redis_url, engine="test", queues=[f"gpu-{uuid.uuid4().hex[:8]}"],
-                    batch_size=8, max_inflight_batches=4, visibility_timeout_s=60,
-                    results_dir=str(tmp_path / "results"))
+    return Settings(
+        broker_url=redis_url,
+        engine="test",
+        queues=[f"gpu-{uuid.uuid4().hex[:8]}"],
+        batch_size=8,
+        max_inflight_batches=4,
+        visibility_timeout_s=60,
+        results_dir=str(tmp_path / "results"),
+    )
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -70,13 +76,21 @@ def start_worker(settings, celery_app, tmp_path):
     """Start real `celery -A app worker` processes; all are stopped after the test."""
     started: list[WorkerProcess] = []
 
-    def start(queue: str | None = None, timeout: float = 60, prefix: list[str] | None = None, cwd=None,
-              app=None, extra_args: list[str] | None = None, **env: str) -> WorkerProcess:
+    def start(
+        queue: str | None = None,
+        timeout: float = 60,
+        prefix: list[str] | None = None,
+        cwd=None,
+        app=None,
+        extra_args: list[str] | None = None,
+        **env: str,
+    ) -> WorkerProcess:
         queue = queue or settings.queues[0]
         name = f"w{len(started)}-{uuid.uuid4().hex[:6]}@test"
         log = tmp_path / f"worker-{len(started)}.log"
-        proc = WorkerProcess(queue, worker_env(settings, **env), name=name, log_file=log, prefix=prefix, cwd=cwd,
-                             extra_args=extra_args).start()
+        proc = WorkerProcess(
+            queue, worker_env(settings, **env), name=name, log_file=log, prefix=prefix, cwd=cwd, extra_args=extra_args
+        ).start()
         started.append(proc)
         proc.wait_ready(app or celery_app, timeout)
         return proc

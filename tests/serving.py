@@ -33,9 +33,13 @@ class ServeProcess:
 
     def start(self, timeout: float = 60) -> ServeProcess:
         out = open(self.log_file, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "producers.cli", "serve", "--port", str(self.port),
-                                      *self.args], env={**os.environ, **self.env}, stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "producers.cli", "serve", "--port", str(self.port), *self.args],
+            env={**os.environ, **self.env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log_file.read_text()
@@ -86,6 +90,7 @@ def data_url(data: bytes, mime: str = "image/jpeg") -> str:
 
 
 def image_message(url: str, text: str = "Describe the image.") -> list[dict]:
-    return [{"role": "system", "content": "You are terse."},
-            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
-                                         {"type": "text", "text": text}]}]
+    return [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": text}]},
+    ]

@@ -11,14 +11,17 @@ BATCH_ID = "chat-" + "0" * 32
 
 
 def items(n: int) -> list[ChatItem]:
-    return [ChatItem(request_id=f"r{i}", sha256=str(i) * 64, text="Describe.", sampling=StageSampling(max_tokens=64))
-            for i in range(n)]
+    return [
+        ChatItem(request_id=f"r{i}", sha256=str(i) * 64, text="Describe.", sampling=StageSampling(max_tokens=64))
+        for i in range(n)
+    ]
 
 
 def test_a_batch_is_one_engine_call_and_a_missing_image_fails_only_its_own_request():
     engine = DeterministicTestEngine()
-    answers = answer_batch(ChatBatch(batch_id=BATCH_ID, model="m", items=items(4)), lambda: engine,
-                           [b"jpeg", None, b"jpeg", b"jpeg"])
+    answers = answer_batch(
+        ChatBatch(batch_id=BATCH_ID, model="m", items=items(4)), lambda: engine, [b"jpeg", None, b"jpeg", b"jpeg"]
+    )
     assert [a.request_id for a in answers] == ["r0", "r1", "r2", "r3"]
     assert answers[1].error and "no longer in Redis" in answers[1].error
     assert all(a.content and a.error is None for a in answers if a.request_id != "r1")

@@ -15,8 +15,13 @@ from tests.images import make_good_images
 
 def cli(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "VLMQ_ENGINE": "test", "VLMQ_QUEUES": json.dumps(settings.queues)}
-    return subprocess.run([sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def redis_keys(settings) -> set[bytes]:
@@ -24,14 +29,28 @@ def redis_keys(settings) -> set[bytes]:
 
 
 def test_submit_wait_without_a_worker_says_so_within_ten_seconds_and_finishes_once_one_starts(
-        settings, start_worker, image_dir, tmp_path):
+    settings, start_worker, image_dir, tmp_path
+):
     make_good_images(image_dir, 12)
     env = {**os.environ, "VLMQ_ENGINE": "test", "VLMQ_QUEUES": json.dumps(settings.queues)}
     err_file = tmp_path / "stderr.txt"
     with open(err_file, "w") as err_out:
-        proc = subprocess.Popen([sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url,
-                                 "submit", str(image_dir), "--wait"], env=env, text=True,
-                                stdout=subprocess.PIPE, stderr=err_out)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "producers.cli",
+                "--broker-url",
+                settings.broker_url,
+                "submit",
+                str(image_dir),
+                "--wait",
+            ],
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=err_out,
+        )
     started = time.monotonic()
     while "no live worker serves" not in err_file.read_text() and time.monotonic() - started < 10:
         time.sleep(0.2)
@@ -44,8 +63,9 @@ def test_submit_wait_without_a_worker_says_so_within_ten_seconds_and_finishes_on
     assert f"job {job_id} done: 12/12" in err
 
 
-def test_job_ids_are_printed_whole_and_unique_prefixes_work_in_every_command(settings, start_worker, image_dir,
-                                                                              tmp_path):
+def test_job_ids_are_printed_whole_and_unique_prefixes_work_in_every_command(
+    settings, start_worker, image_dir, tmp_path
+):
     make_good_images(image_dir, 5)
     start_worker()
     job = submit(image_dir, settings)
@@ -108,7 +128,8 @@ def test_fleet_without_workers_says_there_are_none(settings):
 
 
 def test_ctrl_c_in_producer_run_against_an_existing_redis_cancels_its_job_and_leaves_no_queue(
-        settings, image_dir, tmp_path):
+    settings, image_dir, tmp_path
+):
     import signal
 
     from producers.api import Job
@@ -116,9 +137,27 @@ def test_ctrl_c_in_producer_run_against_an_existing_redis_cancels_its_job_and_le
     make_good_images(image_dir, 48)
     env = {**os.environ, "VLMQ_TEST_ENGINE_DELAY_S": "0.5"}
     out_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, "run",
-                             str(image_dir), "--engine", "test", "--batch-size", "4", "--output-dir", str(out_dir)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "producers.cli",
+            "--broker-url",
+            settings.broker_url,
+            "run",
+            str(image_dir),
+            "--engine",
+            "test",
+            "--batch-size",
+            "4",
+            "--output-dir",
+            str(out_dir),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not (out_dir / "worker.log").exists() or b"stage start" not in (out_dir / "worker.log").read_bytes():
         assert time.monotonic() < deadline and proc.poll() is None
@@ -135,13 +174,28 @@ def test_ctrl_c_in_producer_run_against_an_existing_redis_cancels_its_job_and_le
 
 
 def test_producer_run_with_an_unavailable_default_model_points_to_the_tiny_model_and_creates_nothing(
-        settings, image_dir, tmp_path):
+    settings, image_dir, tmp_path
+):
     make_good_images(image_dir, 2)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     env.pop("VLMQ_MODEL", None)
-    out = subprocess.run([sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, "run",
-                          str(image_dir), "--output-dir", str(tmp_path / "run")],
-                         capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producers.cli",
+            "--broker-url",
+            settings.broker_url,
+            "run",
+            str(image_dir),
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert out.returncode == 2
     assert "python -m workers.tiny_model" in " ".join(out.stderr.split())
     assert not (tmp_path / "run").exists()

@@ -24,8 +24,21 @@ def test_pytest_ends_within_five_seconds_of_its_summary_line_without_a_traceback
     # A test session that polls AsyncResults, then stops its own redis-server: the case that used to
     # stall ~45 s at exit while Celery retried unsubscribing from a Redis that was gone.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    code, out, tail = run_timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                 "tests/test_pipeline.py", "-k", "polled or duplicate"], env, ROOT)
+    code, out, tail = run_timed(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_pipeline.py",
+            "-k",
+            "polled or duplicate",
+        ],
+        env,
+        ROOT,
+    )
     assert code == 0, out
     assert "2 passed" in out
     assert "Traceback" not in out and "Retry limit exceeded" not in out, out

@@ -35,10 +35,21 @@ class Fleet:
     def __init__(self, settings: Settings, tmp_path, n: int, **env: str) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        base = {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test",
-                "VLMQ_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S), **env}
-        self.workers = [WorkerProcess(settings.queues[0], base, name=f"f{i}-{uuid.uuid4().hex[:4]}@faults",
-                                      log_file=tmp_path / f"worker-{i}.log") for i in range(n)]
+        base = {
+            "VLMQ_BROKER_URL": settings.broker_url,
+            "VLMQ_ENGINE": "test",
+            "VLMQ_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+            **env,
+        }
+        self.workers = [
+            WorkerProcess(
+                settings.queues[0],
+                base,
+                name=f"f{i}-{uuid.uuid4().hex[:4]}@faults",
+                log_file=tmp_path / f"worker-{i}.log",
+            )
+            for i in range(n)
+        ]
         self.restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, daemon=True)
@@ -76,9 +87,15 @@ def aof_redis(tmp_path):
 
 @pytest.fixture
 def fault_settings(aof_redis, tmp_path) -> Settings:
-    return Settings(broker_url=aof_redis.url, engine="test", queues=[f"faults-{uuid.uuid4().hex[:6]}"],
-                    batch_size=10, max_inflight_batches=20, visibility_timeout_s=VISIBILITY_S,
-                    results_dir=str(tmp_path / "results"))
+    return Settings(
+        broker_url=aof_redis.url,
+        engine="test",
+        queues=[f"faults-{uuid.uuid4().hex[:6]}"],
+        batch_size=10,
+        max_inflight_batches=20,
+        visibility_timeout_s=VISIBILITY_S,
+        results_dir=str(tmp_path / "results"),
+    )
 
 
 @pytest.fixture
@@ -99,15 +116,18 @@ def account(job: Job, expected: list[str], label: str) -> Counter:
     records = list(job.records())  # every row of the results dataset: a doubled image shows twice
     names = sorted(r.image for r in records)
     outcomes = Counter(r.outcome for r in records)
-    print(f"\n[{label}] submitted {len(expected)}, records {len(names)}, unique {len(set(names))}, "
-          f"missing {len(set(expected) - set(names))}, extra {len(set(names) - set(expected))}, "
-          f"outcomes {dict(outcomes)}")
+    print(
+        f"\n[{label}] submitted {len(expected)}, records {len(names)}, unique {len(set(names))}, "
+        f"missing {len(set(expected) - set(names))}, extra {len(set(names) - set(expected))}, "
+        f"outcomes {dict(outcomes)}"
+    )
     assert names == sorted(expected), "every image exactly once"
     return outcomes
 
 
 def test_a_worker_killed_between_writing_its_batch_file_and_acknowledging_leaves_one_row_per_image(
-        fault_settings, fleet, tmp_path):
+    fault_settings, fleet, tmp_path
+):
     names = make_good_images(tmp_path / "images", 40, size=(48, 32))
     trigger = tmp_path / "kill-once"
     trigger.write_text("the first worker to write a part deletes this and SIGKILLs itself")
@@ -121,7 +141,8 @@ def test_a_worker_killed_between_writing_its_batch_file_and_acknowledging_leaves
 
 
 def test_ten_random_worker_kills_during_a_500_image_job_lose_nothing_and_duplicate_nothing(
-        fault_settings, fleet, tmp_path):
+    fault_settings, fleet, tmp_path
+):
     names = make_good_images(tmp_path / "images", 500, size=(48, 32))
     # 50 batches × 3 stages × 0.2 s over 2 workers: about 15 s of work, plenty for 10 kills ~0.8 s apart
     workers = fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.2", VLMQ_MAX_ATTEMPTS="8")
@@ -183,8 +204,7 @@ def test_an_engine_failing_on_chosen_images_fails_only_those(fault_settings, fle
     assert all("test engine told to fail" in r.error and r.error_stage == "classify" for r in failed.values())
 
 
-def test_one_poison_image_in_a_batch_of_32_is_dead_lettered_alone_and_can_be_requeued(
-        fault_settings, fleet, tmp_path):
+def test_one_poison_image_in_a_batch_of_32_is_dead_lettered_alone_and_can_be_requeued(fault_settings, fleet, tmp_path):
     names = make_good_images(tmp_path / "images", 32, size=(48, 32))
     poison_name = names[13]
     poison = hashlib.sha256((tmp_path / "images" / poison_name).read_bytes()).hexdigest()
@@ -197,15 +217,25 @@ def test_one_poison_image_in_a_batch_of_32_is_dead_lettered_alone_and_can_be_req
     failed = [r for r in job.records() if r.error]
     assert failed[0].image == poison_name and "dead-lettered" in failed[0].error
     env = {**os.environ, "VLMQ_BROKER_URL": settings.broker_url, "COLUMNS": "500"}
-    listed = subprocess.run([sys.executable, "-m", "producers.cli", "dead", "--job", job.id], env=env,
-                            capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "dead", "--job", job.id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     store = JobStore.from_settings(settings)
     [letter] = store.dead_letters(job.id)
     print(f"\n[dead letters]\n{listed.stdout}")
     assert listed.returncode == 0 and letter.id in listed.stdout and poison_name in listed.stdout
     assert letter.ref.sha256 == poison and store.r.exists(letter.ref.blob), "its prepared bytes are kept"
-    requeued = subprocess.run([sys.executable, "-m", "producers.cli", "dead", "--requeue", letter.id], env=env,
-                              capture_output=True, text=True, timeout=60)
+    requeued = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "dead", "--requeue", letter.id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert requeued.returncode == 0, requeued.stderr
     batch_id = requeued.stdout.split("as batch ")[1].strip()
     assert store.dead_letters(job.id) == [] or store.dead_letters(job.id)[0].batch_id == batch_id
@@ -218,8 +248,7 @@ def test_one_poison_image_in_a_batch_of_32_is_dead_lettered_alone_and_can_be_req
     assert account(job, names, "after the requeue") == {"done": 31, "failed": 1}
 
 
-def test_a_corpus_of_hundreds_of_bad_files_among_good_ones_ends_with_one_record_each(
-        fault_settings, fleet, tmp_path):
+def test_a_corpus_of_hundreds_of_bad_files_among_good_ones_ends_with_one_record_each(fault_settings, fleet, tmp_path):
     root = tmp_path / "corpus"
     good = make_good_images(root / "good", 100, size=(64, 48))
     bad: list[str] = []
@@ -246,18 +275,24 @@ def test_a_corpus_of_hundreds_of_bad_files_among_good_ones_ends_with_one_record_
 
 
 def test_sigterm_hands_the_running_batch_back_at_once_not_after_the_visibility_timeout(tmp_path, aof_redis):
-    settings = Settings(broker_url=aof_redis.url, engine="test", queues=["soft"], batch_size=10,
-                        visibility_timeout_s=600)  # far longer than the test: only a hand-back can save it
+    settings = Settings(
+        broker_url=aof_redis.url, engine="test", queues=["soft"], batch_size=10, visibility_timeout_s=600
+    )  # far longer than the test: only a hand-back can save it
     names = make_good_images(tmp_path / "images", 30, size=(48, 32))
-    env = {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "VLMQ_VISIBILITY_TIMEOUT_S": "600",
-           "VLMQ_SOFT_SHUTDOWN_S": "1"}
+    env = {
+        "VLMQ_BROKER_URL": settings.broker_url,
+        "VLMQ_ENGINE": "test",
+        "VLMQ_VISIBILITY_TIMEOUT_S": "600",
+        "VLMQ_SOFT_SHUTDOWN_S": "1",
+    }
     app = create_app(settings)
-    slow = WorkerProcess("soft", {**env, "VLMQ_TEST_ENGINE_DELAY_S": "30"}, name="slow@faults",
-                         log_file=tmp_path / "slow.log").start()
+    slow = WorkerProcess(
+        "soft", {**env, "VLMQ_TEST_ENGINE_DELAY_S": "30"}, name="slow@faults", log_file=tmp_path / "slow.log"
+    ).start()
     slow.wait_ready(app)
     job = submit(tmp_path / "images", settings)
     store = JobStore.from_settings(settings)
-    while not b"stage start" in (tmp_path / "slow.log").read_bytes():
+    while b"stage start" not in (tmp_path / "slow.log").read_bytes():
         time.sleep(0.1)
     stopped = time.monotonic()
     slow.stop(timeout=30)  # SIGTERM in the middle of a 30 s engine call

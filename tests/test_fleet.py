@@ -1,6 +1,5 @@
 """Operating a fleet: one worker per tensor-parallel group, routing over live queues."""
 
-import json
 import os
 import signal
 import subprocess
@@ -13,14 +12,32 @@ from tests.images import make_good_images
 from tests.procs import processes_matching
 
 
-def test_the_launcher_starts_one_worker_per_tp_group_and_both_queues_are_consumed(settings, image_dir, store,
-                                                                                    tmp_path):
+def test_the_launcher_starts_one_worker_per_tp_group_and_both_queues_are_consumed(settings, image_dir, store, tmp_path):
     make_good_images(image_dir, 64)
     env = {**os.environ, "VLMQ_BROKER_URL": settings.broker_url}
-    launcher = subprocess.Popen([sys.executable, "-m", "producers.cli", "workers", "--gpus", "0,1,2,3", "--tp", "2",
-                                 "--engine", "test", "--queue-prefix", "fleet", "--log-dir", str(tmp_path / "logs")],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "producers.cli",
+            "workers",
+            "--gpus",
+            "0,1,2,3",
+            "--tp",
+            "2",
+            "--engine",
+            "test",
+            "--queue-prefix",
+            "fleet",
+            "--log-dir",
+            str(tmp_path / "logs"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while len(live_workers(store.r)) < 2:
@@ -53,8 +70,7 @@ def test_each_chain_stays_on_the_worker_that_ran_its_first_link(settings, start_
         assert stats["classify.batches"] == stats["score.batches"] == stats["summary.batches"] > 0
 
 
-def test_work_waiting_on_a_queue_whose_worker_vanished_is_moved_to_a_live_one(settings, start_worker, image_dir,
-                                                                               store):
+def test_work_waiting_on_a_queue_whose_worker_vanished_is_moved_to_a_live_one(settings, start_worker, image_dir, store):
     make_good_images(image_dir, 64)
     settings = settings.with_overrides(batch_size=4, max_inflight_batches=16, visibility_timeout_s=6)
     start_worker(queue="alive", VLMQ_VISIBILITY_TIMEOUT_S="6")

@@ -18,7 +18,9 @@ AUTH = "admin:s3cret"
 
 
 def get(url: str) -> object:
-    request = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(AUTH.encode()).decode()})
+    request = urllib.request.Request(
+        url, headers={"Authorization": "Basic " + base64.b64encode(AUTH.encode()).decode()}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
@@ -27,9 +29,23 @@ def get(url: str) -> object:
 def flower(settings, tmp_path):
     port = free_port()
     log = open(tmp_path / "flower.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "app", "flower", "--port", str(port),  # the README's form
-                             f"--basic-auth={AUTH}"], env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url},
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "app",
+            "flower",
+            "--port",
+            str(port),  # the README's form
+            f"--basic-auth={AUTH}",
+        ],
+        env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -45,7 +61,8 @@ def flower(settings, tmp_path):
 
 
 def test_flower_shows_both_workers_online_and_the_jobs_tasks_with_readable_arguments(
-        settings, start_worker, image_dir, flower):
+    settings, start_worker, image_dir, flower
+):
     a, b = start_worker(queue="fa"), start_worker(queue="fb")
     make_good_images(image_dir, 16)
     job = submit(image_dir, settings.with_overrides(batch_size=4), queues=["fa", "fb"])
@@ -66,8 +83,12 @@ def test_flower_shows_both_workers_online_and_the_jobs_tasks_with_readable_argum
 
 
 def test_flower_refuses_to_serve_all_interfaces_without_auth(settings):
-    out = subprocess.run([sys.executable, "-m", "celery", "-A", "app", "flower", "--address=0.0.0.0",
-                          f"--port={free_port()}"], env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url},
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "app", "flower", "--address=0.0.0.0", f"--port={free_port()}"],
+        env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2
     assert "refusing to start Flower on '0.0.0.0' without authentication" in out.stderr

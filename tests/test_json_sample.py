@@ -7,20 +7,30 @@ from workers.json_sample import sample
 
 SCHEMAS = {
     "object with enum, bounded integer, boolean, array, number": {
-        "type": "object", "required": ["category", "score"], "additionalProperties": False,
-        "properties": {"category": {"type": "string", "enum": ["cat", "dog"]},
-                       "score": {"type": "integer", "minimum": 0, "maximum": 10},
-                       "ok": {"type": "boolean"},
-                       "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}, "minItems": 1,
-                                "maxItems": 2},
-                       "p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}}},
+        "type": "object",
+        "required": ["category", "score"],
+        "additionalProperties": False,
+        "properties": {
+            "category": {"type": "string", "enum": ["cat", "dog"]},
+            "score": {"type": "integer", "minimum": 0, "maximum": 10},
+            "ok": {"type": "boolean"},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 5}, "minItems": 1, "maxItems": 2},
+            "p": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        },
+    },
     "refs, nullable types and long strings": {
-        "type": "object", "properties": {"a": {"$ref": "#/$defs/long"}, "n": {"type": ["null", "integer"]}},
-        "$defs": {"long": {"type": "string", "minLength": 30}}},
-    "array of anyOf with multipleOf": {"type": "array", "items": {"anyOf": [{"type": "integer", "multipleOf": 3,
-                                                                               "minimum": 4}]}},
-    "formats and const": {"type": "object", "properties": {"when": {"type": "string", "format": "date-time"},
-                                                           "kind": {"const": "photo"}}},
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/long"}, "n": {"type": ["null", "integer"]}},
+        "$defs": {"long": {"type": "string", "minLength": 30}},
+    },
+    "array of anyOf with multipleOf": {
+        "type": "array",
+        "items": {"anyOf": [{"type": "integer", "multipleOf": 3, "minimum": 4}]},
+    },
+    "formats and const": {
+        "type": "object",
+        "properties": {"when": {"type": "string", "format": "date-time"}, "kind": {"const": "photo"}},
+    },
 }
 
 

@@ -55,8 +55,13 @@ def test_the_default_classification_stays_a_single_constrained_letter():
 
 
 def test_a_classification_prompt_asking_for_reasoning_gets_it_with_the_category_as_an_enum(tmp_path):
-    text = (PACKAGE_PROMPT_DIR / "classification_default.txt").read_text().replace(
-        "Answer with the category letter only.", 'Answer as JSON: {"category": "<letter>", "reasoning": "<why>"}')
+    text = (
+        (PACKAGE_PROMPT_DIR / "classification_default.txt")
+        .read_text()
+        .replace(
+            "Answer with the category letter only.", 'Answer as JSON: {"category": "<letter>", "reasoning": "<why>"}'
+        )
+    )
     engine = RecordingEngine()
     batch, images = make_batch(4)
     run_all(batch, images, engine, prompt_dir=prompt_dir(tmp_path, classification_default=text))
@@ -89,9 +94,14 @@ def test_an_output_that_does_not_fit_the_schema_is_one_image_error_and_the_batch
     class HalfBroken(CountingEngine):
         def generate(self, requests):
             out = super().generate(requests)
-            return ['{"tags": ["a"], "has_text": "yes", "mood": "calm"}' if r.format == "json" and i == 0
-                    else '{"tags": ["a", "b' if r.format == "json" and i == 1 else o
-                    for i, (r, o) in enumerate(zip(requests, out))]
+            return [
+                '{"tags": ["a"], "has_text": "yes", "mood": "calm"}'
+                if r.format == "json" and i == 0
+                else '{"tags": ["a", "b'
+                if r.format == "json" and i == 1
+                else o
+                for i, (r, o) in enumerate(zip(requests, out))
+            ]
 
     batch, images = make_batch(4)
     out = run_all(batch, images, HalfBroken(), prompt_dir=folder)
@@ -101,12 +111,15 @@ def test_an_output_that_does_not_fit_the_schema_is_one_image_error_and_the_batch
     assert sum(1 for item in out.items if item.scores and not item.error) == 2
 
 
-@pytest.mark.parametrize("schema,why", [
-    ('{"properties": {"n": {"type": "object"}}}', "unsupported type 'object'"),
-    ('{"properties": {"n": {"type": "array", "items": {"type": "integer"}}}}', "must hold strings"),
-    ('{"type": "array"}', "top level must be an object"),
-    ('{"properties": {"n": ', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "schema,why",
+    [
+        ('{"properties": {"n": {"type": "object"}}}', "unsupported type 'object'"),
+        ('{"properties": {"n": {"type": "array", "items": {"type": "integer"}}}}', "must hold strings"),
+        ('{"type": "array"}', "top level must be an object"),
+        ('{"properties": {"n": ', "not valid JSON"),
+    ],
+)
 def test_an_unsupported_schema_is_refused_when_the_prompt_is_read(schema, why):
     with pytest.raises(PromptError, match=re.escape(why)):
         parse_prompt("scoring_default", f"==== USER PROMPT ====\nx\n==== SCHEMA ====\n{schema}\n")
@@ -122,11 +135,19 @@ def test_a_schema_changes_the_prompt_version_and_a_prompt_without_one_keeps_its_
 
 def test_classification_and_summary_prompts_may_declare_schemas_of_their_own(tmp_path):
     cls = (PACKAGE_PROMPT_DIR / "classification_default.txt").read_text() + (
-        '==== SCHEMA ====\n{"properties": {"is_photo": {"type": "boolean"}, "reasoning": {"type": "string"}}}\n')
-    summary = ('==== USER PROMPT ====\nSummarize, with keywords.\n==== SCHEMA ====\n'
-               '{"properties": {"summary": {"type": "string"}, "keywords": {"type": "array"}}}\n')
-    folder = prompt_dir(tmp_path, classification_default=cls, summary_default=summary, summary_category_a=summary,
-                        summary_category_b=summary)
+        '==== SCHEMA ====\n{"properties": {"is_photo": {"type": "boolean"}, "reasoning": {"type": "string"}}}\n'
+    )
+    summary = (
+        "==== USER PROMPT ====\nSummarize, with keywords.\n==== SCHEMA ====\n"
+        '{"properties": {"summary": {"type": "string"}, "keywords": {"type": "array"}}}\n'
+    )
+    folder = prompt_dir(
+        tmp_path,
+        classification_default=cls,
+        summary_default=summary,
+        summary_category_a=summary,
+        summary_category_b=summary,
+    )
     engine = RecordingEngine()
     batch, images = make_batch(4)
     out = run_all(batch, images, engine, prompt_dir=folder)

@@ -33,8 +33,9 @@ def test_the_job_polled_through_celery_async_results_gives_the_same_records(sett
     batches = group.join(timeout=60)
     assert group.successful() and all(r.state == "SUCCESS" for r in group.results)
     assert all(isinstance(b, dict) and b["part"] for b in batches)  # a worker on this host wrote its parts
-    from_celery = sorted((r.model_dump(mode="json") for b in batches for r in job.batch_records(b)),
-                         key=lambda r: r["image"])
+    from_celery = sorted(
+        (r.model_dump(mode="json") for b in batches for r in job.batch_records(b)), key=lambda r: r["image"]
+    )
     stored = sorted((r.model_dump(mode="json") for r in job.records()), key=lambda r: r["image"])
     assert len(from_celery) == 20 and from_celery == stored
 
@@ -66,8 +67,7 @@ def test_resubmitting_a_folder_is_served_from_the_cache_without_any_task(setting
     assert sorted(map(strip, second.records()), key=str) == sorted(map(strip, first.records()), key=str)
 
 
-def test_duplicate_files_in_one_submission_are_processed_once_and_each_gets_a_record(
-        settings, start_worker, image_dir):
+def test_duplicate_files_in_one_submission_are_processed_once_and_each_gets_a_record(settings, start_worker, image_dir):
     make_good_images(image_dir, 10)
     for i in range(3):  # copies in a later batch and within the same batch
         (image_dir / f"zz_copy_{i}.jpg").write_bytes((image_dir / "img_00001.jpg").read_bytes())
@@ -88,10 +88,18 @@ def test_the_cli_submits_waits_and_prints_one_record_per_image(settings, start_w
     make_good_images(image_dir, 9)
     start_worker()
     env_args = ["--broker-url", settings.broker_url]
-    run = lambda *a: subprocess.run([sys.executable, "-m", "producers.cli", *env_args, *a],  # noqa: E731
-                                    capture_output=True, text=True, timeout=120,
-                                    env={"VLMQ_ENGINE": "test", "PATH": "/usr/bin:/bin", "VLMQ_RESULTS_DIR": settings.results_dir,
-                                         "VLMQ_QUEUES": json.dumps(settings.queues)})
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "producers.cli", *env_args, *a],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "VLMQ_ENGINE": "test",
+            "PATH": "/usr/bin:/bin",
+            "VLMQ_RESULTS_DIR": settings.results_dir,
+            "VLMQ_QUEUES": json.dumps(settings.queues),
+        },
+    )
     out = run("submit", str(image_dir), "--wait")
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip().splitlines()[-1]
@@ -105,8 +113,9 @@ def test_the_cli_submits_waits_and_prints_one_record_per_image(settings, start_w
 
 def test_an_engine_that_cannot_start_ends_the_job_with_readable_error_records(settings, start_worker, image_dir):
     make_good_images(image_dir, 6)
-    start_worker(VLMQ_ENGINE="vllm", VLMQ_MODEL="/nonexistent/model-dir", VLMQ_MODEL_FAMILY="idefics3",
-                 VLMQ_STAGE_RETRIES="1")
+    start_worker(
+        VLMQ_ENGINE="vllm", VLMQ_MODEL="/nonexistent/model-dir", VLMQ_MODEL_FAMILY="idefics3", VLMQ_STAGE_RETRIES="1"
+    )
     job = submit(image_dir, settings)
     progress = job.wait(timeout=90)
     assert progress.outcomes == {"failed": 6}

@@ -58,11 +58,14 @@ def test_an_unreadable_file_is_an_error_record(tmp_path):
     path = tmp_path / "secret.jpg"
     path.write_bytes(jpeg_bytes(40, 30, (1, 2, 3)))
     path.chmod(0)
-    code = ("from producers.prepare import *; "
-            f"r = prepare_file({str(path)!r}, 'secret.jpg', PrepareLimits(2**20, 10**7, 64, 90)); print(r.reason)")
+    code = (
+        "from producers.prepare import *; "
+        f"r = prepare_file({str(path)!r}, 'secret.jpg', PrepareLimits(2**20, 10**7, 64, 90)); print(r.reason)"
+    )
     prefix = WITHOUT_DAC if os.geteuid() == 0 else []
-    out = subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=Path(__file__).parent.parent)
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parent.parent
+    )
     assert "permission denied" in out.stdout, out.stderr
 
 
@@ -85,7 +88,11 @@ def test_exif_rotation_is_applied(tmp_path):
 
 @pytest.mark.parametrize("mode", ["CMYK", "P", "LA", "RGBA", "L", "I;16", "1"])
 def test_every_pixel_mode_becomes_rgb(tmp_path, mode):
-    img = Image.new("RGB", (64, 48), (200, 100, 50)).convert(mode) if mode != "I;16" else Image.new("I;16", (64, 48), 40000)
+    img = (
+        Image.new("RGB", (64, 48), (200, 100, 50)).convert(mode)
+        if mode != "I;16"
+        else Image.new("I;16", (64, 48), 40000)
+    )
     fmt = {"CMYK": "jpg", "P": "gif"}.get(mode, "png")
     out = prepared(save(tmp_path, f"x.{fmt}", img))
     assert out.mode == "RGB" and out.size == (64, 48)
@@ -161,7 +168,7 @@ def test_a_file_that_hangs_the_decoder_times_out_and_the_rest_goes_on(tmp_path):
 
 def test_decoding_that_needs_more_memory_than_allowed_is_an_error_not_a_crash(tmp_path):
     big = Image.new("RGB", (6000, 6000), (1, 2, 3))  # 36 MP: about 108 MB decoded
-    path = save(tmp_path, "big.png", big)
+    save(tmp_path, "big.png", big)
     (tmp_path / "ok.jpg").write_bytes(jpeg_bytes(40, 30, (1, 2, 3)))
     limits = PrepareLimits(max_file_bytes=2**30, max_pixels=10**9, max_edge=256, jpeg_quality=90)
     pool = PreparePool(limits, workers=1, memory_mb=200)  # less than the decoder wants

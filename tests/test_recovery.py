@@ -30,9 +30,13 @@ pytestmark = pytest.mark.faults
 
 
 def cli(settings: Settings, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "producers.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url,
-                                                "VLMQ_ENGINE": "test", "COLUMNS": "500", **env})
+    return subprocess.run(
+        [sys.executable, "-m", "producers.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "COLUMNS": "500", **env},
+    )
 
 
 def same_session(sid: int) -> list[int]:
@@ -50,8 +54,13 @@ def same_session(sid: int) -> list[int]:
 
 
 def kombu_message(i: int, queue: str) -> bytes:
-    return json.dumps({"body": f"b{i}", "headers": {"id": f"task-{i}"},
-                       "properties": {"delivery_info": {"routing_key": queue, "exchange": queue}}}).encode()
+    return json.dumps(
+        {
+            "body": f"b{i}",
+            "headers": {"id": f"task-{i}"},
+            "properties": {"delivery_info": {"routing_key": queue, "exchange": queue}},
+        }
+    ).encode()
 
 
 def test_a_crash_in_the_middle_of_a_queue_move_loses_nothing(settings, monkeypatch):
@@ -71,8 +80,10 @@ def test_a_crash_in_the_middle_of_a_queue_move_loses_nothing(settings, monkeypat
         move_queue(r, "src", "dst")
     monkeypatch.setattr(routing, "_retarget", retarget)
     everywhere = [m for key in r.keys("*") for m in r.lrange(key, 0, -1)]
-    print(f"\n[queue move crash] after the crash: {len(everywhere)} of 6 messages still in Redis, "
-          f"{sum(1 for k in r.keys('vlmq:moving:*') for _ in r.lrange(k, 0, -1))} staged")
+    print(
+        f"\n[queue move crash] after the crash: {len(everywhere)} of 6 messages still in Redis, "
+        f"{sum(1 for k in r.keys('vlmq:moving:*') for _ in r.lrange(k, 0, -1))} staged"
+    )
     assert len(everywhere) == 6
     assert recover_staged(r) == 1  # the next rebalancing pass finishes the interrupted move
     move_queue(r, "src", "dst")
@@ -89,19 +100,33 @@ def fresh_redis(tmp_path):
     server.stop()
 
 
-def test_a_producer_killed_mid_submission_shows_interrupted_and_resume_finishes_every_image_once(
-        fresh_redis, tmp_path):
+def test_a_producer_killed_mid_submission_shows_interrupted_and_resume_finishes_every_image_once(fresh_redis, tmp_path):
     settings = Settings(broker_url=fresh_redis.url, engine="test", queues=["lease"], batch_size=8)
     names = make_good_images(tmp_path / "images", 160, size=(48, 32))
-    worker = WorkerProcess("lease", {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test",
-                                     "VLMQ_TEST_ENGINE_DELAY_S": "0.3"}, name="lease@recovery",
-                           log_file=tmp_path / "worker.log").start()
+    worker = WorkerProcess(
+        "lease",
+        {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "VLMQ_TEST_ENGINE_DELAY_S": "0.3"},
+        name="lease@recovery",
+        log_file=tmp_path / "worker.log",
+    ).start()
     store = JobStore.from_settings(settings)
-    env = {**os.environ, "VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "VLMQ_QUEUES": '["lease"]',
-           "COLUMNS": "500",
-           "VLMQ_BATCH_SIZE": "8", "VLMQ_MAX_INFLIGHT_BATCHES": "2", "VLMQ_PREPARE_WORKERS": "2"}
-    producer = subprocess.Popen([sys.executable, "-m", "producers.cli", "submit", str(tmp_path / "images")],
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    env = {
+        **os.environ,
+        "VLMQ_BROKER_URL": settings.broker_url,
+        "VLMQ_ENGINE": "test",
+        "VLMQ_QUEUES": '["lease"]',
+        "COLUMNS": "500",
+        "VLMQ_BATCH_SIZE": "8",
+        "VLMQ_MAX_INFLIGHT_BATCHES": "2",
+        "VLMQ_PREPARE_WORKERS": "2",
+    }
+    producer = subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "submit", str(tmp_path / "images")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         worker.wait_ready(Job("x", settings).celery)
         deadline = time.monotonic() + 60
@@ -125,8 +150,10 @@ def test_a_producer_killed_mid_submission_shows_interrupted_and_resume_finishes_
     finally:
         worker.stop()
     job = Job(job_id, settings)
-    print(f"\n[producer SIGKILL] {shipped_before} batches shipped before the kill, interrupted noticed after "
-          f"{noticed:.1f} s, processes left behind {left}, resume exit {resumed.returncode}")
+    print(
+        f"\n[producer SIGKILL] {shipped_before} batches shipped before the kill, interrupted noticed after "
+        f"{noticed:.1f} s, processes left behind {left}, resume exit {resumed.returncode}"
+    )
     assert left == []
     assert status.returncode != 0 and "interrupted" in status.stderr and f"producer resume {job_id}" in status.stderr
     assert resumed.returncode == 0, resumed.stderr
@@ -137,8 +164,9 @@ def test_a_producer_killed_mid_submission_shows_interrupted_and_resume_finishes_
 
 
 def test_three_sigterms_on_one_batch_hand_it_back_each_time_without_using_a_retry(aof_redis, tmp_path):
-    settings = Settings(broker_url=aof_redis.url, engine="test", queues=["term"], batch_size=16,
-                        visibility_timeout_s=600)  # only a hand-back can bring the batch back in time
+    settings = Settings(
+        broker_url=aof_redis.url, engine="test", queues=["term"], batch_size=16, visibility_timeout_s=600
+    )  # only a hand-back can bring the batch back in time
     names = make_good_images(tmp_path / "images", 16, size=(48, 32))
     env = {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "VLMQ_VISIBILITY_TIMEOUT_S": "600"}
     store = JobStore.from_settings(settings)
@@ -147,8 +175,9 @@ def test_three_sigterms_on_one_batch_hand_it_back_each_time_without_using_a_retr
     exits = []
     for i in range(3):
         log = tmp_path / f"slow{i}.log"
-        slow = WorkerProcess("term", {**env, "VLMQ_TEST_ENGINE_DELAY_S": "30"}, name=f"slow{i}@recovery",
-                             log_file=log).start()
+        slow = WorkerProcess(
+            "term", {**env, "VLMQ_TEST_ENGINE_DELAY_S": "30"}, name=f"slow{i}@recovery", log_file=log
+        ).start()
         slow.wait_ready(app)
         if job is None:
             from producers.api import submit
@@ -187,15 +216,27 @@ def test_a_full_redis_pauses_workers_and_producer_and_every_image_ends_with_one_
     settings = Settings(broker_url=server.url, engine="test", queues=["full"], batch_size=8)
     names = make_good_images(tmp_path / "images", 400, size=(64, 48))
     env = {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "VLMQ_TEST_ENGINE_DELAY_S": "0.05"}
-    workers = [WorkerProcess("full", env, name=f"full{i}@recovery", log_file=tmp_path / f"w{i}.log").start()
-               for i in range(2)]
+    workers = [
+        WorkerProcess("full", env, name=f"full{i}@recovery", log_file=tmp_path / f"w{i}.log").start() for i in range(2)
+    ]
     store = JobStore.from_settings(settings)
     r = redis.Redis.from_url(settings.broker_url)
     producer = subprocess.Popen(
         [sys.executable, "-m", "producers.cli", "submit", str(tmp_path / "images"), "--wait"],
-        env={**os.environ, **env, "VLMQ_QUEUES": '["full"]', "VLMQ_BATCH_SIZE": "8", "COLUMNS": "500",
-             "VLMQ_MAX_INFLIGHT_BATCHES": "4", "VLMQ_PREPARE_WORKERS": "2"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        env={
+            **os.environ,
+            **env,
+            "VLMQ_QUEUES": '["full"]',
+            "VLMQ_BATCH_SIZE": "8",
+            "COLUMNS": "500",
+            "VLMQ_MAX_INFLIGHT_BATCHES": "4",
+            "VLMQ_PREPARE_WORKERS": "2",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         for w in workers:
             w.wait_ready(Job("x", settings).celery)
@@ -220,8 +261,10 @@ def test_a_full_redis_pauses_workers_and_producer_and_every_image_ends_with_one_
         if producer.poll() is None:
             producer.kill()
         server.stop()
-    print(f"\n[Redis full] {full_at} records when Redis filled up, {during} after 10 s full, workers alive {alive}, "
-          f"producer alive {producer_alive}, producer exit {producer.returncode}")
+    print(
+        f"\n[Redis full] {full_at} records when Redis filled up, {during} after 10 s full, workers alive {alive}, "
+        f"producer alive {producer_alive}, producer exit {producer.returncode}"
+    )
     assert all(alive) and producer_alive
     assert during - full_at <= 8, "at most one batch's records, written as Redis filled up"
     assert "Redis is full" in err, err[-2000:]
@@ -235,8 +278,14 @@ def test_unknown_job_ids_are_refused_and_create_nothing(settings):
     r = redis.Redis.from_url(settings.broker_url)
     before = sorted(r.keys("*"))
     unknown = uuid.uuid4().hex
-    for args in (["status", unknown], ["results", unknown], ["export", unknown, "--output", "/tmp/never"],
-                 ["cancel", unknown], ["resume", unknown], ["dead", "--job", unknown]):
+    for args in (
+        ["status", unknown],
+        ["results", unknown],
+        ["export", unknown, "--output", "/tmp/never"],
+        ["cancel", unknown],
+        ["resume", unknown],
+        ["dead", "--job", unknown],
+    ):
         result = cli(settings, *args)
         assert result.returncode != 0, args
         assert "no job" in result.stderr and unknown in result.stderr, (args, result.stderr)
@@ -260,8 +309,9 @@ def test_an_explicit_queue_is_honoured_while_live_workers_serve_others(settings,
     make_good_images(image_dir, 48)
     other = start_worker(queue="gpu0x")
     pinned = start_worker(queue="gpu1x")
-    result = cli(settings, "submit", str(image_dir), "--queue", "gpu1x", "--batch-size", "4", "--wait",
-                 VLMQ_QUEUES='["gpu0x"]')
+    result = cli(
+        settings, "submit", str(image_dir), "--queue", "gpu1x", "--batch-size", "4", "--wait", VLMQ_QUEUES='["gpu0x"]'
+    )
     assert result.returncode == 0, result.stderr
     job = Job(result.stdout.strip(), settings)
     workers = {r.worker for r in job.records()}
@@ -269,7 +319,7 @@ def test_an_explicit_queue_is_honoured_while_live_workers_serve_others(settings,
     assert workers == {pinned.name} and other.name not in workers
 
 
-README_EXAMPLE = '''
+README_EXAMPLE = """
 from celery.result import GroupResult
 from app.factory import create_app
 from config.settings import load_settings
@@ -283,21 +333,35 @@ records = [job.batch_records(b) for b in batches]   # each: list[ImageRecord]
 job.wait()                                   # or poll job.progress(); survives a Redis restart
 for record in job.records(): ...             # every image's record, streamed from the dataset
 print("JOB", job.id, sum(map(len, records)))
-'''
+"""
 
 
 def test_the_readme_example_run_as_a_plain_script_without_a_guard_submits_one_job(
-        settings, start_worker, image_dir, tmp_path, store):
+    settings, start_worker, image_dir, tmp_path, store
+):
     make_good_images(image_dir, 24)
     start_worker()
     script = tmp_path / "poll.py"
     script.write_text(README_EXAMPLE.format(folder=image_dir))
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180,
-                            cwd=tmp_path, env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url,
-                                               "VLMQ_ENGINE": "test", "VLMQ_QUEUES": json.dumps(settings.queues),
-                                               "VLMQ_PREPARE_WORKERS": "3", "VLMQ_BATCH_SIZE": "8"})
-    print(f"\n[unguarded script] exit {result.returncode}, jobs in Redis {store.job_ids()}, "
-          f"output {result.stdout.strip()!r}")
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "VLMQ_BROKER_URL": settings.broker_url,
+            "VLMQ_ENGINE": "test",
+            "VLMQ_QUEUES": json.dumps(settings.queues),
+            "VLMQ_PREPARE_WORKERS": "3",
+            "VLMQ_BATCH_SIZE": "8",
+        },
+    )
+    print(
+        f"\n[unguarded script] exit {result.returncode}, jobs in Redis {store.job_ids()}, "
+        f"output {result.stdout.strip()!r}"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("JOB ") == 1 and len(store.job_ids()) == 1
     job = Job(store.job_ids()[0], settings)
@@ -305,12 +369,23 @@ def test_the_readme_example_run_as_a_plain_script_without_a_guard_submits_one_jo
 
 
 def test_an_orphan_clean_up_the_kernel_refuses_does_not_keep_the_worker_from_heartbeating(
-        settings, start_worker, store):
+    settings, start_worker, store
+):
     from app.heartbeat import live_workers
 
     # an engine-titled process of another user, adopted by init: what the clean-up looks for
-    subprocess.run(["setpriv", "--reuid=65533", "--regid=65533", "--clear-groups", "bash", "-c",
-                    "(exec -a VLLM::EngineCore sleep 60 &)"], check=True)
+    subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65533",
+            "--regid=65533",
+            "--clear-groups",
+            "bash",
+            "-c",
+            "(exec -a VLLM::EngineCore sleep 60 &)",
+        ],
+        check=True,
+    )
     # a worker without CAP_KILL: the kernel refuses its kill (PermissionError)
     worker = start_worker(prefix=["setpriv", "--bounding-set=-kill", "--"])
     deadline = time.monotonic() + 10

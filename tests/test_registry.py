@@ -87,10 +87,19 @@ def test_submitting_for_llama_3_2_vision_is_refused_plainly_before_any_job_exist
     from tests.images import make_good_images
 
     make_good_images(image_dir, 2)
-    env = {**os.environ, "VLMQ_ENGINE": "vllm", "VLMQ_MODEL": "meta-llama/Llama-3.2-11B-Vision-Instruct",
-           "VLMQ_QUEUES": json.dumps(settings.queues)}
-    done = subprocess.run([sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, "submit",
-                           str(image_dir)], capture_output=True, text=True, timeout=120, env=env)
+    env = {
+        **os.environ,
+        "VLMQ_ENGINE": "vllm",
+        "VLMQ_MODEL": "meta-llama/Llama-3.2-11B-Vision-Instruct",
+        "VLMQ_QUEUES": json.dumps(settings.queues),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, "submit", str(image_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     said = " ".join((done.stdout + done.stderr).split())
     assert done.returncode == 2, said
     assert "removed Llama 3.2 Vision" in said and "llama4" in said and "Traceback" not in said

@@ -15,8 +15,9 @@ def comparable(rows):
     return sorted((r["image"], r["category"], r["score"], r["summary"], r["error"]) for r in rows)
 
 
-def test_records_cover_every_image_once_and_every_export_reads_back_the_same(settings, start_worker, image_dir,
-                                                                             tmp_path):
+def test_records_cover_every_image_once_and_every_export_reads_back_the_same(
+    settings, start_worker, image_dir, tmp_path
+):
     good = make_good_images(image_dir, 18)
     bad = make_bad_files(image_dir / "bad")
     start_worker()
@@ -26,18 +27,37 @@ def test_records_cover_every_image_once_and_every_export_reads_back_the_same(set
     assert sorted(r.image for r in records) == sorted(good + [f"bad/{b}" for b in bad])  # none missing, none twice
     out = tmp_path / "export"
     export(records, out, ["all"])
-    expected = comparable([{"image": r.image, "category": r.classification and r.classification.category,
-                            "score": r.scoring and r.scoring.score, "summary": r.summary and r.summary.summary,
-                            "error": r.error} for r in records])
+    expected = comparable(
+        [
+            {
+                "image": r.image,
+                "category": r.classification and r.classification.category,
+                "score": r.scoring and r.scoring.score,
+                "summary": r.summary and r.summary.summary,
+                "error": r.error,
+            }
+            for r in records
+        ]
+    )
     jsonl = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    flat = lambda r: {"image": r["image"], "category": r["classification"] and r["classification"]["category"],  # noqa: E731
-                      "score": r["scoring"] and r["scoring"]["score"],
-                      "summary": r["summary"] and r["summary"]["summary"], "error": r["error"]}
+    flat = lambda r: {  # noqa: E731
+        "image": r["image"],
+        "category": r["classification"] and r["classification"]["category"],
+        "score": r["scoring"] and r["scoring"]["score"],
+        "summary": r["summary"] and r["summary"]["summary"],
+        "error": r["error"],
+    }
     assert comparable([flat(r) for r in jsonl]) == expected
     assert comparable(pq.read_table(out / "results.parquet").to_pylist()) == expected
     with open(out / "results.csv", newline="") as fh:
-        rows = [{**r, "score": float(r["score"]) if r["score"] else None,
-                 **{k: r[k] or None for k in ("category", "summary", "error")}} for r in csv.DictReader(fh)]
+        rows = [
+            {
+                **r,
+                "score": float(r["score"]) if r["score"] else None,
+                **{k: r[k] or None for k in ("category", "summary", "error")},
+            }
+            for r in csv.DictReader(fh)
+        ]
     assert comparable(rows) == expected
     assert comparable([flat(r) for r in json.loads((out / "pipeline_results.json").read_text())]) == expected
     # the three-stage pipeline's folder layout
@@ -51,8 +71,12 @@ def test_records_cover_every_image_once_and_every_export_reads_back_the_same(set
 def test_conditions_given_at_submission_are_applied_by_the_workers(settings, start_worker, image_dir):
     make_good_images(image_dir, 40)
     start_worker()
-    job = submit(image_dir, settings.with_overrides(score_threshold=5, categories_to_score=["A", "B", "C"],
-                                                     categories_to_summarize=["A", "B"]))
+    job = submit(
+        image_dir,
+        settings.with_overrides(
+            score_threshold=5, categories_to_score=["A", "B", "C"], categories_to_summarize=["A", "B"]
+        ),
+    )
     job.wait(timeout=60)
     seen = set()
     for r in job.records():

@@ -9,12 +9,13 @@ import sys
 from celery.result import GroupResult
 
 from app.results import ResultsDataset
-from producers.api import Job, submit
+from producers.api import submit
 from tests.images import make_bad_files, make_good_images
 
 
 def test_a_worker_on_the_producers_host_writes_one_parquet_part_per_batch_under_a_file_url(
-        settings, start_worker, image_dir, tmp_path):
+    settings, start_worker, image_dir, tmp_path
+):
     make_good_images(image_dir, 20)
     settings = settings.with_overrides(results_dir=f"file://{tmp_path}/by-url")
     start_worker()
@@ -27,7 +28,8 @@ def test_a_worker_on_the_producers_host_writes_one_parquet_part_per_batch_under_
 
 
 def test_records_of_a_worker_that_cannot_reach_the_results_folder_wait_in_redis_until_collected(
-        settings, start_worker, image_dir, store):
+    settings, start_worker, image_dir, store
+):
     make_good_images(image_dir, 16)
     job = submit(image_dir, settings)  # nothing serves the queue yet: both batches wait
     spec = store.load_spec(job.id)
@@ -38,8 +40,12 @@ def test_records_of_a_worker_that_cannot_reach_the_results_folder_wait_in_redis_
     assert store.staged_count(job.id) == 16 and ResultsDataset(settings.results_dir).count(job.id) == 0
     assert sorted(r.image for b in batches for r in job.batch_records(b)) == sorted(p.name for p in image_dir.iterdir())
 
-    out = subprocess.run([sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url,
-                          "collect", job.id], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, "collect", job.id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert "16 records collected" in out.stdout
     assert store.staged_count(job.id) == 0 and ResultsDataset(settings.results_dir).count(job.id) == 16
@@ -50,7 +56,8 @@ def test_records_of_a_worker_that_cannot_reach_the_results_folder_wait_in_redis_
 
 
 def test_refused_files_are_staged_by_the_producer_and_collected_once_however_often_collect_runs(
-        settings, start_worker, image_dir):
+    settings, start_worker, image_dir
+):
     make_good_images(image_dir, 5)
     bad = make_bad_files(image_dir)
     start_worker()
@@ -69,9 +76,28 @@ def test_export_streams_the_dataset_and_reads_back_one_row_per_image(settings, s
     start_worker()
     job = submit(image_dir, settings)
     job.wait(timeout=60)
-    out = subprocess.run([sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, "export",
-                          job.id, "--format", "jsonl", "--format", "parquet", "--format", "folder",
-                          "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "producers.cli",
+            "--broker-url",
+            settings.broker_url,
+            "export",
+            job.id,
+            "--format",
+            "jsonl",
+            "--format",
+            "parquet",
+            "--format",
+            "folder",
+            "--output",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     import pyarrow.parquet as pq
 

@@ -19,8 +19,13 @@ from tests.procs import processes_matching
 
 def producer_run(images: Path, out: Path, *args: str, port: int, **env: str) -> subprocess.Popen:
     environment = {**os.environ, "VLMQ_BROKER_URL": f"redis://127.0.0.1:{port}/0", **env}
-    return subprocess.Popen([sys.executable, "-m", "producers.cli", "run", str(images), "--output-dir", str(out),
-                             *args], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "run", str(images), "--output-dir", str(out), *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def started_processes(out: Path) -> list[str]:
@@ -64,8 +69,9 @@ def test_producer_run_does_the_whole_job_with_real_vllm_and_leaves_nothing_runni
 def test_ctrl_c_during_producer_run_stops_everything_it_started(tmp_path):
     images, out = tmp_path / "images", tmp_path / "run"
     make_good_images(images, 64)
-    proc = producer_run(images, out, "--engine", "test", "--batch-size", "4", port=free_port(),
-                        VLMQ_TEST_ENGINE_DELAY_S="0.5")
+    proc = producer_run(
+        images, out, "--engine", "test", "--batch-size", "4", port=free_port(), VLMQ_TEST_ENGINE_DELAY_S="0.5"
+    )
     deadline = time.monotonic() + 60
     while not (out / "worker.log").exists() or b"stage start" not in (out / "worker.log").read_bytes():
         assert time.monotonic() < deadline and proc.poll() is None

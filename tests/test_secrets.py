@@ -12,6 +12,7 @@ import pytest
 from producers.submit import new_job_id
 from tests.images import make_good_images
 
+
 def test_producer_run_writes_the_redis_password_nowhere(tmp_path):
     import subprocess
     import sys
@@ -25,8 +26,12 @@ def test_producer_run_writes_the_redis_password_nowhere(tmp_path):
     make_good_images(images, 8)
     url = f"redis://:{password}@127.0.0.1:{port}/0"
     # the password by config on stdin ('-'), as the compose file does, never in an argument
-    server = subprocess.Popen([redis_server_binary(), "-", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [redis_server_binary(), "-", "--port", str(port), "--bind", "127.0.0.1", "--save", ""],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     server.stdin.write(f"requirepass {password}\n".encode())
     server.stdin.close()
     try:
@@ -38,9 +43,13 @@ def test_producer_run_writes_the_redis_password_nowhere(tmp_path):
             except redis.RedisError:
                 assert time.monotonic() < deadline and server.poll() is None
                 time.sleep(0.1)
-        proc = subprocess.run([sys.executable, "-m", "producers.cli", "run", str(images), "--output-dir", str(out),
-                               "--engine", "test"], env={**os.environ, "VLMQ_BROKER_URL": url},
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "producers.cli", "run", str(images), "--output-dir", str(out), "--engine", "test"],
+            env={**os.environ, "VLMQ_BROKER_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     finally:
         server.terminate()
         server.wait(10)
@@ -65,10 +74,13 @@ def test_flower_takes_its_credentials_from_the_environment_as_compose_passes_the
 
     secret, port = "flower-" + new_job_id(), free_port()
     log = open(tmp_path / "flower.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "app", "flower", "--address=0.0.0.0", f"--port={port}"],
-                            env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url,
-                                 "FLOWER_BASIC_AUTH": f"admin:{secret}"},
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "app", "flower", "--address=0.0.0.0", f"--port={port}"],
+        env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url, "FLOWER_BASIC_AUTH": f"admin:{secret}"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}/api/workers"
     auth = {"Authorization": "Basic " + base64.b64encode(f"admin:{secret}".encode()).decode()}
     try:
@@ -115,8 +127,13 @@ def test_the_compose_files_redis_takes_its_password_from_the_environment_and_the
 
     # run the compose file's own Redis command and health check, on a free port, with a password
     password, port = "compose-" + new_job_id(), free_port()
-    script = services["redis"]["command"][2].replace("$$", "$").replace(
-        "redis-server -", f"{redis_server_binary()} - --port {port} --bind 127.0.0.1 --dir {tmp_path} --save ''")
+    script = (
+        services["redis"]["command"][2]
+        .replace("$$", "$")
+        .replace(
+            "redis-server -", f"{redis_server_binary()} - --port {port} --bind 127.0.0.1 --dir {tmp_path} --save ''"
+        )
+    )
     env = {**os.environ, "REDIS_PASSWORD": password}
     server = subprocess.Popen(["sh", "-c", script], env=env, start_new_session=True, stdout=subprocess.DEVNULL)
     try:
@@ -133,12 +150,20 @@ def test_the_compose_files_redis_takes_its_password_from_the_environment_and_the
             redis.Redis(port=port).ping()
         assert password.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
         if shutil.which("redis-cli"):
-            check = services["redis"]["healthcheck"]["test"][1].replace("$$", "$").replace("redis-cli", f"redis-cli -p {port}")
+            check = (
+                services["redis"]["healthcheck"]["test"][1]
+                .replace("$$", "$")
+                .replace("redis-cli", f"redis-cli -p {port}")
+            )
             assert subprocess.run(["sh", "-c", check], env=env, capture_output=True).returncode == 0
     finally:
         server.terminate()
         server.wait(10)
     if shutil.which("docker-compose"):
-        checked = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                                 env={**env, "FLOWER_USER": "u", "FLOWER_PASSWORD": "p"}, capture_output=True, text=True)
+        checked = subprocess.run(
+            ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+            env={**env, "FLOWER_USER": "u", "FLOWER_PASSWORD": "p"},
+            capture_output=True,
+            text=True,
+        )
         assert checked.returncode == 0, checked.stderr

@@ -16,8 +16,12 @@ def test_a_pickle_message_is_refused_and_the_worker_keeps_working(settings, star
     with Connection(settings.broker_url) as conn:
         producer = Producer(conn.channel(), exchange=Exchange(queue, "direct"), routing_key=queue)
         # a well-formed Celery message, but pickled: deserializing it could run arbitrary code
-        producer.publish(((), {}, {}), serializer="pickle", declare=[Queue(queue, Exchange(queue, "direct"), queue)],
-                         headers={"lang": "py", "task": "app.tasks.classify", "id": task_id, "argsrepr": "()"})
+        producer.publish(
+            ((), {}, {}),
+            serializer="pickle",
+            declare=[Queue(queue, Exchange(queue, "direct"), queue)],
+            headers={"lang": "py", "task": "app.tasks.classify", "id": task_id, "argsrepr": "()"},
+        )
     deadline = time.monotonic() + 20
     log = next(tmp_path.glob("worker-0.log"))
     while "pickle" not in log.read_text():
@@ -36,13 +40,43 @@ def make_certs(folder) -> dict[str, str]:
     def run(*args):
         subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=vlmq-test-ca",
-        "-keyout", "ca.key", "-out", "ca.crt")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=vlmq-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    )
     for who in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}", "-keyout", f"{who}.key", "-out", f"{who}.csr")
+        run(
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}", "-keyout", f"{who}.key", "-out", f"{who}.csr"
+        )
         (folder / f"{who}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-        run("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
-            "-extfile", f"{who}.ext", "-out", f"{who}.crt")
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{who}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            f"{who}.ext",
+            "-out",
+            f"{who}.crt",
+        )
     return {name: str(folder / name) for name in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
 
 
@@ -58,13 +92,42 @@ def test_the_pipeline_runs_over_tls_with_an_acl_user_and_strangers_are_refused(t
 
     certs = make_certs(tmp_path)
     port = free_port()
-    server = subprocess.Popen([
-        redis_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--tls-cert-file", certs["server.crt"], "--tls-key-file", certs["server.key"],
-        "--tls-ca-cert-file", certs["ca.crt"], "--tls-auth-clients", "yes",
-        # no default user; the pipeline's user may do everything but the dangerous commands
-        "--user", "default", "off", "--user", "vlmq", "on", ">pipeline-pw", "~*", "&*", "+@all", "-@dangerous",
-    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(
+        [
+            redis_server_binary(),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--tls-cert-file",
+            certs["server.crt"],
+            "--tls-key-file",
+            certs["server.key"],
+            "--tls-ca-cert-file",
+            certs["ca.crt"],
+            "--tls-auth-clients",
+            "yes",
+            # no default user; the pipeline's user may do everything but the dangerous commands
+            "--user",
+            "default",
+            "off",
+            "--user",
+            "vlmq",
+            "on",
+            ">pipeline-pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-@dangerous",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     tls = dict(ssl_ca_certs=certs["ca.crt"], ssl_certfile=certs["client.crt"], ssl_keyfile=certs["client.key"])
     url = f"rediss://vlmq:pipeline-pw@127.0.0.1:{port}/0"
     worker = None
@@ -77,10 +140,23 @@ def test_the_pipeline_runs_over_tls_with_an_acl_user_and_strangers_are_refused(t
             except redis.RedisError:
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
-        settings = Settings(broker_url=url, engine="test", queues=["tls0"], batch_size=4, redis_ssl_ca_certs=tls["ssl_ca_certs"],
-                            redis_ssl_certfile=tls["ssl_certfile"], redis_ssl_keyfile=tls["ssl_keyfile"])
-        worker = start_worker(queue="tls0", app=create_app(settings), VLMQ_BROKER_URL=url, VLMQ_REDIS_SSL_CA_CERTS=tls["ssl_ca_certs"],
-                     VLMQ_REDIS_SSL_CERTFILE=tls["ssl_certfile"], VLMQ_REDIS_SSL_KEYFILE=tls["ssl_keyfile"])
+        settings = Settings(
+            broker_url=url,
+            engine="test",
+            queues=["tls0"],
+            batch_size=4,
+            redis_ssl_ca_certs=tls["ssl_ca_certs"],
+            redis_ssl_certfile=tls["ssl_certfile"],
+            redis_ssl_keyfile=tls["ssl_keyfile"],
+        )
+        worker = start_worker(
+            queue="tls0",
+            app=create_app(settings),
+            VLMQ_BROKER_URL=url,
+            VLMQ_REDIS_SSL_CA_CERTS=tls["ssl_ca_certs"],
+            VLMQ_REDIS_SSL_CERTFILE=tls["ssl_certfile"],
+            VLMQ_REDIS_SSL_KEYFILE=tls["ssl_keyfile"],
+        )
         make_good_images(image_dir, 12)
         assert submit(image_dir, settings, queues=["tls0"]).wait(timeout=60).outcomes == {"done": 12}
 

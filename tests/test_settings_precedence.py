@@ -30,9 +30,24 @@ def test_a_vlmq_yaml_in_the_working_directory_cannot_change_what_the_tests_see(t
     stray = "categories_to_score: [Z]\nscore_threshold: 11\nsampling: {summary: {max_tokens: 1}}\n"
     (tmp_path / "vlmq.yaml").write_text(stray)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(ROOT),
-                          str(ROOT / "tests" / "test_stages.py"), str(ROOT / "tests" / "test_settings_sampling.py")],
-                         cwd=tmp_path, capture_output=True, text=True, env={**env, "PYTHONPATH": str(ROOT)},
-                         timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(ROOT),
+            str(ROOT / "tests" / "test_stages.py"),
+            str(ROOT / "tests" / "test_settings_sampling.py"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:]
     assert " passed" in out.stdout and "failed" not in out.stdout

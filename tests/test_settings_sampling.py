@@ -22,8 +22,9 @@ def test_setting_one_sampling_field_from_yaml_keeps_the_stages_other_defaults(tm
 
 
 def test_every_engine_sampling_parameter_can_be_set_per_stage():
-    stage = StageSampling(top_k=40, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.2,
-                          frequency_penalty=0.3, stop=["###"], seed=7)
+    stage = StageSampling(
+        top_k=40, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.2, frequency_penalty=0.3, stop=["###"], seed=7
+    )
     assert stage.model_dump()["stop"] == ["###"]
 
 

@@ -49,21 +49,33 @@ def web_root(tmp_path: Path) -> Path:
 
 
 def url_list(path: Path, base: str) -> Path:
-    path.write_text("\n".join([
-        "# images of the catalogue, one per line", "",
-        f"{base}/img/good0.jpg", f"{base}/img/good1.jpg",
-        f"{base}/to/img/good2.jpg",  # a redirect to http: followed
-        f"{base}/missing.jpg",  # 404
-        f"{base}/slow/a.jpg",  # answers after 5 s: the 2 s limit cuts it off
-        f"{base}/img/huge.jpg",  # over max_file_bytes
-        f"{base}/to-ftp/b.jpg",  # a redirect to ftp://: refused
-        "ftp://127.0.0.1/c.jpg",  # not http(s): refused without a connection
-    ]) + "\n")
+    path.write_text(
+        "\n".join(
+            [
+                "# images of the catalogue, one per line",
+                "",
+                f"{base}/img/good0.jpg",
+                f"{base}/img/good1.jpg",
+                f"{base}/to/img/good2.jpg",  # a redirect to http: followed
+                f"{base}/missing.jpg",  # 404
+                f"{base}/slow/a.jpg",  # answers after 5 s: the 2 s limit cuts it off
+                f"{base}/img/huge.jpg",  # over max_file_bytes
+                f"{base}/to-ftp/b.jpg",  # a redirect to ftp://: refused
+                "ftp://127.0.0.1/c.jpg",  # not http(s): refused without a connection
+            ]
+        )
+        + "\n"
+    )
     return path
 
 
-BROKEN_URLS = {"missing.jpg": "HTTP 404", "a.jpg": "timed out", "huge.jpg": "over the limit",
-               "b.jpg": "redirect to a non-http(s) URL", "c.jpg": "only http and https"}
+BROKEN_URLS = {
+    "missing.jpg": "HTTP 404",
+    "a.jpg": "timed out",
+    "huge.jpg": "over the limit",
+    "b.jpg": "redirect to a non-http(s) URL",
+    "c.jpg": "only http and https",
+}
 
 
 def by_tail(records) -> dict[str, object]:
@@ -72,8 +84,11 @@ def by_tail(records) -> dict[str, object]:
 
 def check_url_list(records, base: str) -> None:
     found = by_tail(records)
-    for tail, url in [("good0.jpg", f"{base}/img/good0.jpg"), ("good1.jpg", f"{base}/img/good1.jpg"),
-                      ("good2.jpg", f"{base}/to/img/good2.jpg")]:
+    for tail, url in [
+        ("good0.jpg", f"{base}/img/good0.jpg"),
+        ("good1.jpg", f"{base}/img/good1.jpg"),
+        ("good2.jpg", f"{base}/to/img/good2.jpg"),
+    ]:
         assert found[tail].error is None and found[tail].classification and found[tail].source == url
     for tail, phrase in BROKEN_URLS.items():
         print(tail, "→", found[tail].error)
@@ -81,7 +96,8 @@ def check_url_list(records, base: str) -> None:
 
 
 def test_a_list_of_urls_gives_each_good_image_a_record_naming_its_url_and_each_failed_download_one_error(
-        settings, start_worker, tmp_path):
+    settings, start_worker, tmp_path
+):
     with WebServer(web_root(tmp_path)) as web:
         roots = [url_list(tmp_path / "catalogue.txt", web.url), f"{web.url}/img/good3.jpg"]
         start_worker()
@@ -95,9 +111,12 @@ def test_a_list_of_urls_gives_each_good_image_a_record_naming_its_url_and_each_f
 
 
 def test_a_list_file_names_local_images_relative_to_itself_and_a_missing_one_is_one_error(
-        settings, start_worker, tmp_path):
+    settings, start_worker, tmp_path
+):
     make_good_images(tmp_path / "pics", 3)
-    (tmp_path / "picked.lst").write_text("pics/img_00000.jpg\npics/img_00002.jpg\n# pics/img_00001.jpg\npics/gone.jpg\n")
+    (tmp_path / "picked.lst").write_text(
+        "pics/img_00000.jpg\npics/img_00002.jpg\n# pics/img_00001.jpg\npics/gone.jpg\n"
+    )
     start_worker()
     job = submit(tmp_path / "picked.lst", settings)
     assert job.wait(timeout=60).outcomes == {"done": 2, "failed": 1}
@@ -132,7 +151,8 @@ def check_shards(records, folder: Path) -> None:
 
 
 def test_webdataset_shards_by_glob_give_one_record_per_image_member_and_one_per_damage(
-        settings, start_worker, tmp_path):
+    settings, start_worker, tmp_path
+):
     make_shards(tmp_path / "shards")
     start_worker()
     job = submit(str(tmp_path / "shards" / "*.tar"), settings)
@@ -147,8 +167,10 @@ def make_tables(tmp_path: Path) -> tuple[Path, Path]:
     from PIL import Image
 
     images = [Image.open(io.BytesIO(photo(80 + i))) for i in range(5)]
-    ds = datasets.Dataset.from_dict({"image": images[:3] + [None] + images[3:], "label": list(range(6))},
-                                    features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int32")}))
+    ds = datasets.Dataset.from_dict(
+        {"image": images[:3] + [None] + images[3:], "label": list(range(6))},
+        features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int32")}),
+    )
     ds.save_to_disk(str(tmp_path / "catalogue_ds"))
     table = pa.table({"picture": pa.array([photo(90), None, photo(91)], pa.binary()), "id": [1, 2, 3]})
     pq.write_table(table, tmp_path / "extra.parquet")
@@ -163,7 +185,8 @@ def check_tables(records) -> None:
 
 
 def test_a_hugging_face_dataset_folder_gives_one_record_per_row_and_a_null_image_one_error(
-        settings, start_worker, tmp_path):
+    settings, start_worker, tmp_path
+):
     folder, _ = make_tables(tmp_path)
     start_worker()
     job = submit(folder, settings)
@@ -180,11 +203,14 @@ def test_a_parquet_file_reads_the_image_column_the_flag_names(settings, start_wo
     assert found["extra#row=0"].error is None and "cell is null" in found["extra#row=1"].error
 
 
-@pytest.mark.parametrize("root, message", [
-    ("ftp://127.0.0.1/a.jpg", "only http and https"),
-    ("{tmp}/shards/*.tar", "no file matches"),
-    ("{tmp}/extra.parquet", "no column 'image'"),
-])
+@pytest.mark.parametrize(
+    "root, message",
+    [
+        ("ftp://127.0.0.1/a.jpg", "only http and https"),
+        ("{tmp}/shards/*.tar", "no file matches"),
+        ("{tmp}/extra.parquet", "no column 'image'"),
+    ],
+)
 def test_a_source_that_cannot_be_read_is_refused_before_anything_is_created(settings, tmp_path, root, message):
     make_tables(tmp_path)
     before = redis_keys(settings)
@@ -204,25 +230,32 @@ def cpu_worker(start_worker, settings, processes: int = 2, shared: Path | None =
 
 
 def test_a_cpu_worker_asked_for_prefork_gets_prefork_although_gpu_workers_default_to_solo(
-        settings, start_worker, celery_app):
+    settings, start_worker, celery_app
+):
     worker = start_worker(queue="cpu-pool", extra_args=["-P", "prefork", "-c", "2"])
     stats = celery_app.control.inspect([worker.name], timeout=5).stats()[worker.name]
     assert "prefork" in stats["pool"]["implementation"] and stats["pool"]["max-concurrency"] == 2
 
 
 def test_preparation_on_a_cpu_queue_gives_every_source_kind_the_same_records_as_local_preparation(
-        settings, start_worker, tmp_path):
+    settings, start_worker, tmp_path
+):
     make_good_images(tmp_path / "folder", 5)
     make_shards(tmp_path / "shards")
     folder, _ = make_tables(tmp_path)
     with WebServer(web_root(tmp_path)) as web:
-        roots = [tmp_path / "folder", url_list(tmp_path / "catalogue.txt", web.url), str(tmp_path / "shards" / "*.tar"),
-                 folder]
+        roots = [
+            tmp_path / "folder",
+            url_list(tmp_path / "catalogue.txt", web.url),
+            str(tmp_path / "shards" / "*.tar"),
+            folder,
+        ]
         start_worker()
         local = submit(roots, settings.with_overrides(**SOURCE_LIMITS, use_cache=False))
         local.wait(timeout=90)
-        remote_settings = cpu_worker(start_worker, settings, shared=tmp_path).with_overrides(**SOURCE_LIMITS,
-                                                                                             use_cache=False)
+        remote_settings = cpu_worker(start_worker, settings, shared=tmp_path).with_overrides(
+            **SOURCE_LIMITS, use_cache=False
+        )
         remote = submit(roots, remote_settings)
         progress = remote.wait(timeout=120)
     assert progress.total == 5 + 8 + 8 + 6 and progress.outcomes == {"done": 19, "failed": 8}
@@ -244,21 +277,34 @@ def test_a_prepare_order_delivered_again_ships_no_batch_twice(settings, start_wo
 
     make_good_images(tmp_path / "folder", 12)
     start_worker()
-    remote = cpu_worker(start_worker, settings, processes=1, shared=tmp_path).with_overrides(batch_size=4,
-                                                                                             use_cache=False)
+    remote = cpu_worker(start_worker, settings, processes=1, shared=tmp_path).with_overrides(
+        batch_size=4, use_cache=False
+    )
     job = submit(tmp_path / "folder", remote)
     assert job.wait(timeout=60).outcomes == {"done": 12}
     chains, sent = store.chains(job.id), store.r.smembers(store.key(job.id, "sent"))
     assert len(chains) == 3
     # The first order again, as a redelivery would bring it: same job, same index, same entries.
     first = [u.to_message() for u in units([tmp_path / "folder"], True, remote)][: remote.prepare_chunk]
-    order = {"job_id": job.id, "index": 0, "units": first, "limits": asdict(limits_from(remote)), "queues": None,
-             **order_settings(remote)}
-    assert job.celery.send_task(TASK_NAME, args=(order,), queue=remote.prepare_queue).get(timeout=60) == \
-        {"prepared": 0, "failed": 0, "batches": 0}  # its group is marked finished: skipped
+    order = {
+        "job_id": job.id,
+        "index": 0,
+        "units": first,
+        "limits": asdict(limits_from(remote)),
+        "queues": None,
+        **order_settings(remote),
+    }
+    assert job.celery.send_task(TASK_NAME, args=(order,), queue=remote.prepare_queue).get(timeout=60) == {
+        "prepared": 0,
+        "failed": 0,
+        "batches": 0,
+    }  # its group is marked finished: skipped
     store.r.delete(store.key(job.id, "prep-groups"))  # as if the first delivery died after publishing
-    assert job.celery.send_task(TASK_NAME, args=(order,), queue=remote.prepare_queue).get(timeout=60) == \
-        {"prepared": 0, "failed": 0, "batches": 0}  # its batch's chain is published: skipped all the same
+    assert job.celery.send_task(TASK_NAME, args=(order,), queue=remote.prepare_queue).get(timeout=60) == {
+        "prepared": 0,
+        "failed": 0,
+        "batches": 0,
+    }  # its batch's chain is published: skipped all the same
     assert store.chains(job.id) == chains and store.r.smembers(store.key(job.id, "sent")) == sent
     assert job.progress().outcomes == {"done": 12}
 
@@ -303,7 +349,8 @@ def test_no_more_batches_are_claimed_than_the_in_flight_limit(store):
 
 
 def test_a_cpu_worker_without_access_to_the_producers_files_prepares_a_url_list_and_a_shard(
-        settings, start_worker, tmp_path):
+    settings, start_worker, tmp_path
+):
     import shutil
     import subprocess
 
@@ -335,14 +382,16 @@ def test_a_cpu_worker_without_access_to_the_producers_files_prepares_a_url_list_
 
 
 def test_a_cpu_worker_reads_local_files_only_under_its_prepare_roots_and_never_through_a_symlink(
-        settings, start_worker, tmp_path):
+    settings, start_worker, tmp_path
+):
     shared, outside = tmp_path / "shared", tmp_path / "outside"
     make_good_images(shared / "pics", 3)
     make_good_images(outside, 1, start=7)
     (shared / "pics" / "link.jpg").symlink_to(outside / "img_00007.jpg")  # a symlink inside the shared root
     make_shard(outside / "elsewhere.tar", {"0000.jpg": photo(5)})
-    (tmp_path / "list.txt").write_text(f"{shared}/pics/img_00000.jpg\n{shared}/pics/link.jpg\n"
-                                       f"{outside}/img_00007.jpg\n{outside}/elsewhere.tar\n")
+    (tmp_path / "list.txt").write_text(
+        f"{shared}/pics/img_00000.jpg\n{shared}/pics/link.jpg\n{outside}/img_00007.jpg\n{outside}/elsewhere.tar\n"
+    )
     start_worker()
     remote = cpu_worker(start_worker, settings, shared=shared)
     job = submit(tmp_path / "list.txt", remote)
@@ -358,7 +407,8 @@ def test_a_cpu_worker_reads_local_files_only_under_its_prepare_roots_and_never_t
 
 
 def test_the_same_image_at_two_urls_is_processed_once_and_each_record_names_its_own_url(
-        settings, start_worker, tmp_path):
+    settings, start_worker, tmp_path
+):
     www = web_root(tmp_path)
     (www / "img" / "copy0.jpg").write_bytes((www / "img" / "good0.jpg").read_bytes())
     start_worker()

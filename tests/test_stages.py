@@ -41,8 +41,12 @@ def make_batch(n: int) -> tuple[BatchState, dict[str, bytes]]:
 def run_all(batch, images, engine, cache=None, **spec_kw) -> BatchState:
     settings = Settings(engine="test", **spec_kw)
     spec = JobSpec.from_settings(settings, "j", load_prompt_set(settings.prompt_dir), [])
-    ctx = StageContext(engine=lambda: engine, spec=spec,
-                       images=lambda items: {i.ref.sha256: images[i.ref.sha256] for i in items}, cache=cache)
+    ctx = StageContext(
+        engine=lambda: engine,
+        spec=spec,
+        images=lambda items: {i.ref.sha256: images[i.ref.sha256] for i in items},
+        cache=cache,
+    )
     for stage in ("classify", "score", "summary"):
         batch = run_stage(stage, batch, ctx)
     return batch
@@ -103,27 +107,28 @@ def test_category_filters_limit_scoring_and_summaries():
             assert "categories_to_score" in item.skipped["score"]
 
 
-def test_a_second_run_gets_classifications_and_scores_from_the_stage_cache_and_computes_only_summaries():
+def test_a_second_run_gets_classifications_from_the_stage_cache_and_computes_the_rest():
     cache = MemoryCache()
     batch, images = make_batch(8)
     first = run_all(batch, images, CountingEngine(), cache)
     engine = CountingEngine()
     again, _ = make_batch(8)
     second = run_all(again, images, engine, cache)
-    summarized = sum(bool(i.summaries) for i in first.items)
-    assert engine.batch_sizes == [summarized]  # one engine call: the summaries (whole records: record cache)
+    scored, summarized = sum(bool(i.scores) for i in first.items), sum(bool(i.summaries) for i in first.items)
+    assert engine.batch_sizes == [scored, summarized]  # no classify call (whole records: the record cache)
     assert [i.classification for i in second.items] == [i.classification for i in first.items]
-    assert [i.scores for i in second.items] == [i.scores for i in first.items]
-    assert all(i.cached_stages == ["classify", "score"] for i in second.items)
+    assert all(i.cached_stages == ["classify"] for i in second.items)
 
 
 def test_a_missing_blob_fails_only_that_image():
     batch, images = make_batch(4)
     del images[batch.items[0].ref.sha256]
     spec = JobSpec.from_settings(Settings(engine="test"), "j", load_prompt_set(PACKAGE_PROMPT_DIR), [])
-    ctx = StageContext(engine=lambda: CountingEngine(), spec=spec,
-                       images=lambda items: {i.ref.sha256: images[i.ref.sha256] for i in items
-                                             if i.ref.sha256 in images})
+    ctx = StageContext(
+        engine=lambda: CountingEngine(),
+        spec=spec,
+        images=lambda items: {i.ref.sha256: images[i.ref.sha256] for i in items if i.ref.sha256 in images},
+    )
     out = run_stage("classify", batch, ctx)
     assert "no longer in the blob store" in out.items[0].error
     assert all(i.classification for i in out.items[1:])

@@ -21,13 +21,20 @@ from workers.tiny_models import FAMILIES, build
 
 pytestmark = [
     pytest.mark.engine,
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None and not os.environ.get("CI"),
-                       reason="vLLM not installed: bash install.sh"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None and not os.environ.get("CI"),
+        reason="vLLM not installed: bash install.sh",
+    ),
 ]
 # vLLM 0.32 looks a PaliGemma's vision encoder up through its Pixtral module, which imports torchvision.
 NEEDS_TORCHVISION = {"paligemma"}
-ENGINE_ENV = dict(VLMQ_ENGINE="vllm", VLMQ_DTYPE="float32", VLMQ_ENFORCE_EAGER="true", VLMQ_MAX_MODEL_LEN="1024",
-                  VLLM_CPU_KVCACHE_SPACE="1")
+ENGINE_ENV = dict(
+    VLMQ_ENGINE="vllm",
+    VLMQ_DTYPE="float32",
+    VLMQ_ENFORCE_EAGER="true",
+    VLMQ_MAX_MODEL_LEN="1024",
+    VLLM_CPU_KVCACHE_SPACE="1",
+)
 SCHEMA_PROMPT = """==== USER PROMPT ====
 List what the image shows as tags, and whether it contains text. Answer as JSON.
 ==== SCHEMA ====
@@ -39,8 +46,11 @@ List what the image shows as tags, and whether it contains text. Answer as JSON.
 def shaped_prompts(folder):
     shutil.copytree(PACKAGE_PROMPT_DIR, folder)
     cls = folder / "classification_default.txt"
-    cls.write_text(cls.read_text().replace("Answer with the category letter only.",
-                                           'Answer as JSON: {"category": "<letter>", "reasoning": "<why>"}'))
+    cls.write_text(
+        cls.read_text().replace(
+            "Answer with the category letter only.", 'Answer as JSON: {"category": "<letter>", "reasoning": "<why>"}'
+        )
+    )
     for name in ("scoring_default", "scoring_category_a", "scoring_category_b"):
         (folder / f"{name}.txt").write_text(SCHEMA_PROMPT)
     return folder
@@ -48,7 +58,8 @@ def shaped_prompts(folder):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_tiny_model_of_each_runnable_family_runs_a_real_batch_through_the_three_stages(
-        family, settings, start_worker, image_dir, tmp_path):
+    family, settings, start_worker, image_dir, tmp_path
+):
     if family in NEEDS_TORCHVISION and importlib.util.find_spec("torchvision") is None:
         pytest.skip(f"{family}: vLLM needs torchvision for it (README, Models)")
     model = build(family, tmp_path / f"tiny-{family}")
@@ -67,7 +78,8 @@ def test_a_tiny_model_of_each_runnable_family_runs_a_real_batch_through_the_thre
 
 
 def test_a_prompt_schema_shapes_real_vllm_outputs_into_record_fields_and_exports(
-        settings, start_worker, image_dir, tmp_path):
+    settings, start_worker, image_dir, tmp_path
+):
     model = build("idefics3", tmp_path / "tiny-idefics3")
     prompts = shaped_prompts(tmp_path / "prompts")
     make_good_images(image_dir, 6, size=(320, 240))

@@ -34,10 +34,18 @@ def test_each_tiny_model_is_found_as_its_family_and_generates_with_transformers(
 
 
 def test_the_cli_builds_a_chosen_family_and_refuses_an_unknown_one(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "workers.tiny_model", str(tmp_path / "pg"), "--family", "paligemma"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "workers.tiny_model", str(tmp_path / "pg"), "--family", "paligemma"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "pg" / "config.json").read_text())["model_type"] == "paligemma"
-    bad = subprocess.run([sys.executable, "-m", "workers.tiny_model", str(tmp_path / "x"), "--family", "mllama"],
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "workers.tiny_model", str(tmp_path / "x"), "--family", "mllama"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "invalid choice" in bad.stderr and not (tmp_path / "x").exists()

@@ -12,13 +12,22 @@ from config.prompts import load_prompt_set
 from producers.api import submit
 from tests.images import jpeg_bytes
 
-ODD_NAMES = [b"caf\xe9.jpg", b"\xff" * 251 + b".jpg", b"a" * 251 + b".jpg", b"new\nline.jpg", b"=1+2.jpg",
-             b"+SUM(A1).jpg", b"-2+3.jpg", b"@SUM(A1).jpg", b"\tTAB.jpg", b"plain.jpg"]
+ODD_NAMES = [
+    b"caf\xe9.jpg",
+    b"\xff" * 251 + b".jpg",
+    b"a" * 251 + b".jpg",
+    b"new\nline.jpg",
+    b"=1+2.jpg",
+    b"+SUM(A1).jpg",
+    b"-2+3.jpg",
+    b"@SUM(A1).jpg",
+    b"\tTAB.jpg",
+    b"plain.jpg",
+]
 
 
 def test_odd_file_names_each_get_one_record_and_every_export_writes_them(settings, start_worker, tmp_path):
     import csv
-    import json
 
     import pyarrow.parquet as pq
 
@@ -37,8 +46,10 @@ def test_odd_file_names_each_get_one_record_and_every_export_writes_them(setting
     assert job.wait(timeout=60).outcomes == {"done": len(ODD_NAMES), "failed": 2}
     records = list(job.records())
     names = sorted(r.image for r in records)
-    expected = sorted([os.fsdecode(n).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                       for n in ODD_NAMES] + [".hidden.jpg", ".cache"])
+    expected = sorted(
+        [os.fsdecode(n).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") for n in ODD_NAMES]
+        + [".hidden.jpg", ".cache"]
+    )
     assert names == expected and "caf\\xe9.jpg" in names
     errors = {r.image: r.error for r in records if r.error}
     assert errors == {".hidden.jpg": "skipped: hidden file", ".cache": "skipped: hidden folder (not scanned)"}
@@ -70,20 +81,28 @@ def copy_prompts(folder: Path) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("case, content, message", [
-    ("binary", bytes(range(256)) * 4, "is not UTF-8 text (byte 0x80 at offset 128)"),
-    ("huge", b"Describe the image. " * 20_000, "KiB, over the limit of 256 KiB (setting max_prompt_bytes)"),
-    ("ansi", "Describe the image.\n\x1b[2J\x1b]0;pwned\x07 in detail.".encode(), "control character U+001B in line 2"),
-    ("bidi", "Describe \u202eegami eht.".encode(), "control character U+202E in line 1"),
-])
+@pytest.mark.parametrize(
+    "case, content, message",
+    [
+        ("binary", bytes(range(256)) * 4, "is not UTF-8 text (byte 0x80 at offset 128)"),
+        ("huge", b"Describe the image. " * 20_000, "KiB, over the limit of 256 KiB (setting max_prompt_bytes)"),
+        ("ansi", b"Describe the image.\n\x1b[2J\x1b]0;pwned\x07 in detail.", "control character U+001B in line 2"),
+        ("bidi", "Describe \u202eegami eht.".encode(), "control character U+202E in line 1"),
+    ],
+)
 def test_a_bad_prompt_file_is_refused_with_one_clear_line(tmp_path, case, content, message):
     import subprocess
     import sys
 
     prompts = copy_prompts(tmp_path / "prompts")
     (prompts / "summary_category_a.txt").write_bytes(content)
-    proc = subprocess.run([sys.executable, "-m", "producers.cli", "prompts", "--prompt-dir", str(prompts)],
-                          capture_output=True, text=True, errors="surrogateescape", timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "prompts", "--prompt-dir", str(prompts)],
+        capture_output=True,
+        text=True,
+        errors="surrogateescape",
+        timeout=60,
+    )
     output = proc.stdout + proc.stderr
     print(f"{case}: exit {proc.returncode}: {output.strip()}")
     assert proc.returncode == 2 and message in output and "summary_category_a.txt" in output

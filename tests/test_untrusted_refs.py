@@ -48,8 +48,9 @@ def wait_for_records(settings, store, job_id: str, n: int, timeout: float = 60) 
     return records
 
 
-def test_a_worker_reads_and_deletes_only_what_its_own_job_issued(settings, start_worker, store, celery_app,
-                                                                 tmp_path, image_dir):
+def test_a_worker_reads_and_deletes_only_what_its_own_job_issued(
+    settings, start_worker, store, celery_app, tmp_path, image_dir
+):
     shared, outside = tmp_path / "shared", tmp_path / "outside"
     outside.mkdir()
     canary = outside / "canary.jpg"
@@ -77,11 +78,22 @@ def test_a_worker_reads_and_deletes_only_what_its_own_job_issued(settings, start
         "other-job-file": (their_file_sha, str(their_file)),
         "this-job-key-other-sha": (fake_sha("mismatch"), blob_key),
     }
-    items = [ItemState(ref=ImageRef(sha256=good_blob, names=["good-blob"], width=40, height=30, blob=blob_key)),
-             ItemState(ref=ImageRef(sha256=good_file, names=["good-file"], width=40, height=30,
-                                    blob=str(shared / job_id / f"{good_file}.jpg")))]
-    items += [ItemState(ref=ImageRef(sha256=sha, names=[name], width=40, height=30, blob=blob))
-              for name, (sha, blob) in hostile.items()]
+    items = [
+        ItemState(ref=ImageRef(sha256=good_blob, names=["good-blob"], width=40, height=30, blob=blob_key)),
+        ItemState(
+            ref=ImageRef(
+                sha256=good_file,
+                names=["good-file"],
+                width=40,
+                height=30,
+                blob=str(shared / job_id / f"{good_file}.jpg"),
+            )
+        ),
+    ]
+    items += [
+        ItemState(ref=ImageRef(sha256=sha, names=[name], width=40, height=30, blob=blob))
+        for name, (sha, blob) in hostile.items()
+    ]
 
     worker = start_worker(VLMQ_SHARED_DIR=str(shared))
     batch = BatchState(job_id=job_id, batch_id=f"{job_id}-b000000", items=items)
@@ -134,11 +146,13 @@ def swapping_scan(victim: str, swap):
                 assert entry.problem is None  # listed as a plain file inside the root
                 swap()
             yield entry
+
     return scan
 
 
-def test_a_file_swapped_for_a_symlink_after_the_scan_is_never_read(settings, start_worker, image_dir, tmp_path,
-                                                                   monkeypatch):
+def test_a_file_swapped_for_a_symlink_after_the_scan_is_never_read(
+    settings, start_worker, image_dir, tmp_path, monkeypatch
+):
     make_good_images(image_dir, 10)
     outside = tmp_path / "outside"
     outside.mkdir()

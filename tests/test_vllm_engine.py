@@ -11,8 +11,10 @@ from tests.images import make_good_images
 pytestmark = [
     pytest.mark.engine,
     # In CI (CI=true) a missing vLLM fails the test instead of skipping it.
-    pytest.mark.skipif(importlib.util.find_spec("vllm") is None and not os.environ.get("CI"),
-                       reason="vLLM not installed: bash install.sh"),
+    pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None and not os.environ.get("CI"),
+        reason="vLLM not installed: bash install.sh",
+    ),
 ]
 # Long enough to fill whole KV-cache blocks, so prefix reuse shows up in vLLM's counters.
 SHARED_SYSTEM_PROMPT = " ".join(["You are a careful visual analyst; answer in the requested format."] * 5)
@@ -26,11 +28,19 @@ def tiny_model(tmp_path_factory):
 
 
 def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
-        settings, start_worker, image_dir, tiny_model, store):
+    settings, start_worker, image_dir, tiny_model, store
+):
     make_good_images(image_dir, 12, size=(320, 240))
-    worker = start_worker(timeout=120, VLMQ_ENGINE="vllm", VLMQ_MODEL=str(tiny_model), VLMQ_DTYPE="float32",
-                          VLMQ_ENFORCE_EAGER="true", VLMQ_MAX_MODEL_LEN="1024", VLLM_CPU_KVCACHE_SPACE="1",
-                          VLMQ_SYSTEM_PROMPT=SHARED_SYSTEM_PROMPT)
+    worker = start_worker(
+        timeout=120,
+        VLMQ_ENGINE="vllm",
+        VLMQ_MODEL=str(tiny_model),
+        VLMQ_DTYPE="float32",
+        VLMQ_ENFORCE_EAGER="true",
+        VLMQ_MAX_MODEL_LEN="1024",
+        VLLM_CPU_KVCACHE_SPACE="1",
+        VLMQ_SYSTEM_PROMPT=SHARED_SYSTEM_PROMPT,
+    )
     settings = settings.with_overrides(engine="vllm", model=str(tiny_model), system_prompt=SHARED_SYSTEM_PROMPT)
     job = submit(image_dir, settings)
     progress = job.wait(timeout=400)
@@ -53,7 +63,8 @@ def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
 
 
 def test_a_sigkilled_vllm_worker_leaves_no_engine_processes_once_a_worker_starts_again(
-        settings, start_worker, image_dir, tiny_model, celery_app):
+    settings, start_worker, image_dir, tiny_model, celery_app
+):
     import signal
     import time
 
@@ -92,13 +103,21 @@ def _session_processes(sid: int, title: bytes) -> list[int]:
 
 @pytest.mark.faults
 def test_a_sigkilled_engine_process_is_rebuilt_mid_job_and_every_image_is_done_then_an_idle_worker_exits_fast(
-        settings, start_worker, image_dir, tiny_model, tmp_path):
+    settings, start_worker, image_dir, tiny_model, tmp_path
+):
     import signal
     import time
 
     names = make_good_images(image_dir, 24, size=(320, 240))
-    worker = start_worker(timeout=120, VLMQ_ENGINE="vllm", VLMQ_MODEL=str(tiny_model), VLMQ_DTYPE="float32",
-                          VLMQ_ENFORCE_EAGER="true", VLMQ_MAX_MODEL_LEN="1024", VLLM_CPU_KVCACHE_SPACE="1")
+    worker = start_worker(
+        timeout=120,
+        VLMQ_ENGINE="vllm",
+        VLMQ_MODEL=str(tiny_model),
+        VLMQ_DTYPE="float32",
+        VLMQ_ENFORCE_EAGER="true",
+        VLMQ_MAX_MODEL_LEN="1024",
+        VLLM_CPU_KVCACHE_SPACE="1",
+    )
     settings = settings.with_overrides(engine="vllm", model=str(tiny_model), batch_size=8)
     settings.sampling.score.max_tokens = 256  # room for the whole regex-bounded answer
     job = submit(image_dir, settings)
@@ -111,8 +130,10 @@ def test_a_sigkilled_engine_process_is_rebuilt_mid_job_and_every_image_is_done_t
     progress = job.wait(timeout=500)
     log = (tmp_path / "worker-0.log").read_text()
     records = list(job.records())
-    print(f"\n[EngineCore SIGKILL] outcomes {progress.outcomes}; engine loads {log.count('loading engine')}; "
-          f"retries after a dead engine {log.count('EngineDeadError')}")
+    print(
+        f"\n[EngineCore SIGKILL] outcomes {progress.outcomes}; engine loads {log.count('loading engine')}; "
+        f"retries after a dead engine {log.count('EngineDeadError')}"
+    )
     assert sorted(r.image for r in records) == sorted(names)
     assert progress.outcomes == {"done": 24}, [r.error for r in records if r.error]
     assert log.count("loading engine") == 2 and "EngineDeadError" in log

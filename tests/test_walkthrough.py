@@ -31,15 +31,35 @@ class Terminal:
     def __init__(self, name: str, cwd: Path, env: dict[str, str]) -> None:
         self.name = name
         exports = [f"-e{k}={v}" for k, v in env.items()]
-        subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "200", "-y", "50", "-c", str(cwd),
-                        *exports, "bash --norc --noprofile"], check=True)
+        subprocess.run(
+            [
+                "tmux",
+                "new-session",
+                "-d",
+                "-s",
+                name,
+                "-x",
+                "200",
+                "-y",
+                "50",
+                "-c",
+                str(cwd),
+                *exports,
+                "bash --norc --noprofile",
+            ],
+            check=True,
+        )
 
     def type(self, line: str) -> None:
         subprocess.run(["tmux", "send-keys", "-t", self.name, line, "Enter"], check=True)
 
     def screen(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-J", "-S", "-2000", "-t", self.name],
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-J", "-S", "-2000", "-t", self.name],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match:
         deadline = time.monotonic() + timeout

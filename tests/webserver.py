@@ -1,10 +1,10 @@
 """A real HTTP server on loopback, in a thread: files from a folder, plus misbehaving routes.
 
-    /slow/<anything>        answers after `slow_s` seconds (a download that times out)
-    /to-ftp/<anything>      302 to ftp://… (a redirect to a scheme that must not be followed)
-    /to/<path>              302 to /<path> on this server (a redirect that may be followed)
-    /trickle/<anything>     sends a byte at a time, forever (a download cut off by the total limit)
-    anything else           the file under `root`, or 404
+/slow/<anything>        answers after `slow_s` seconds (a download that times out)
+/to-ftp/<anything>      302 to ftp://… (a redirect to a scheme that must not be followed)
+/to/<path>              302 to /<path> on this server (a redirect that may be followed)
+/trickle/<anything>     sends a byte at a time, forever (a download cut off by the total limit)
+anything else           the file under `root`, or 404
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class Handler(SimpleHTTPRequestHandler):
             self.end_headers()
         elif self.path.startswith("/to/"):
             self.send_response(302)
-            self.send_header("Location", self.path[len("/to"):])
+            self.send_header("Location", self.path[len("/to") :])
             self.end_headers()
         elif self.path.startswith("/trickle/"):
             self.send_response(200)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from config.settings import Settings, StageSampling
 from workers.formats import OutputFormat
@@ -73,8 +73,9 @@ def create_engine(settings: Settings) -> Engine:
     if settings.engine == "test":
         from workers.test_engine import DeterministicTestEngine
 
-        return DeterministicTestEngine(settings.test_engine_delay_s, settings.test_engine_fail_on,
-                                       settings.test_engine_exit_on)
+        return DeterministicTestEngine(
+            settings.test_engine_delay_s, settings.test_engine_fail_on, settings.test_engine_exit_on
+        )
     from workers.vllm_engine import VLLMEngine
 
     return VLLMEngine(settings)

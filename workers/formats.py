@@ -33,10 +33,16 @@ def asks_for_reasoning(prompt_text: str) -> bool:
 
 def classification_schema(categories: list[str], declared: dict[str, Any] | None = None) -> dict[str, Any]:
     """The prompt's own schema, or category + reasoning; the category always an enum of the letters."""
-    base = declared or {"type": "object", "additionalProperties": False, "required": ["category", "reasoning"],
-                        "properties": {"category": {}, "reasoning": {"type": "string", "maxLength": 160}}}
-    properties = {"category": {"type": "string", "enum": list(categories)},
-                  **{k: v for k, v in base["properties"].items() if k != "category"}}
+    base = declared or {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["category", "reasoning"],
+        "properties": {"category": {}, "reasoning": {"type": "string", "maxLength": 160}},
+    }
+    properties = {
+        "category": {"type": "string", "enum": list(categories)},
+        **{k: v for k, v in base["properties"].items() if k != "category"},
+    }
     return {**base, "properties": properties, "required": list(properties)}
 
 

@@ -50,9 +50,15 @@ def _value(schema: dict[str, Any], root: dict[str, Any], seed: int, depth: int) 
     kind = schema.get("type", "object" if "properties" in schema else "string")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
-    return {"object": _object, "array": _array, "string": _string, "integer": _integer, "number": _number,
-            "boolean": lambda s, r, n, d: bool(n % 2), "null": lambda s, r, n, d: None}.get(
-        kind, _string)(schema, root, seed, depth)
+    return {
+        "object": _object,
+        "array": _array,
+        "string": _string,
+        "integer": _integer,
+        "number": _number,
+        "boolean": lambda s, r, n, d: bool(n % 2),
+        "null": lambda s, r, n, d: None,
+    }.get(kind, _string)(schema, root, seed, depth)
 
 
 def _object(schema: dict[str, Any], root: dict[str, Any], seed: int, depth: int) -> dict[str, Any]:
@@ -70,8 +76,13 @@ def _array(schema: dict[str, Any], root: dict[str, Any], seed: int, depth: int) 
     return [_value(items if isinstance(items, dict) else {}, root, seed + 13 * i, depth + 1) for i in range(count)]
 
 
-FORMATS = {"date": "2024-01-01", "date-time": "2024-01-01T00:00:00Z", "email": "test@example.com",
-           "uri": "https://example.com/", "uuid": "00000000-0000-4000-8000-000000000000"}
+FORMATS = {
+    "date": "2024-01-01",
+    "date-time": "2024-01-01T00:00:00Z",
+    "email": "test@example.com",
+    "uri": "https://example.com/",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+}
 
 
 def _string(schema: dict[str, Any], root: dict[str, Any], seed: int, depth: int) -> str:

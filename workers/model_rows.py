@@ -31,10 +31,20 @@ ROWS: tuple[dict[str, Any], ...] = (
         # One 512-px tile per image: image splitting multiplies the image tokens by up to 17.
         mm_processor_kwargs={"do_image_splitting": False},
     ),
-    dict(family="qwen2_5_vl", model_types=("qwen2_5_vl",), architectures=("Qwen2_5_VLForConditionalGeneration",),
-         name_hints=("qwen2.5-vl", "qwen2_5_vl", "qwen2.5vl"), **_QWEN_VL),
-    dict(family="qwen2_vl", model_types=("qwen2_vl",), architectures=("Qwen2VLForConditionalGeneration",),
-         name_hints=("qwen2-vl", "qwen2_vl"), **_QWEN_VL),
+    dict(
+        family="qwen2_5_vl",
+        model_types=("qwen2_5_vl",),
+        architectures=("Qwen2_5_VLForConditionalGeneration",),
+        name_hints=("qwen2.5-vl", "qwen2_5_vl", "qwen2.5vl"),
+        **_QWEN_VL,
+    ),
+    dict(
+        family="qwen2_vl",
+        model_types=("qwen2_vl",),
+        architectures=("Qwen2VLForConditionalGeneration",),
+        name_hints=("qwen2-vl", "qwen2_vl"),
+        **_QWEN_VL,
+    ),
     dict(
         family="qwen3_vl",  # Qwen3-VL dense and MoE: 16-px patches merged 2×2, budget in `size`
         model_types=("qwen3_vl", "qwen3_vl_moe"),
@@ -55,8 +65,8 @@ ROWS: tuple[dict[str, Any], ...] = (
         # PaliGemma checkpoints ship no chat template: the prompt is the user text and a newline;
         # vLLM puts the image tokens and <bos> in front itself.
         chat_template="{% for m in messages %}{% if m['role'] == 'user' %}{% for p in m['content'] %}"
-                      "{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
-                      "{% endfor %}{{ '\\n' }}",
+        "{% if p['type'] == 'text' %}{{ p['text'] }}{% endif %}{% endfor %}{% endif %}"
+        "{% endfor %}{{ '\\n' }}",
     ),
     dict(
         family="gemma3",  # Gemma 3 4B/12B/27B (the 1B is text only): SigLIP at 896 px, 256 tokens

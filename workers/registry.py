@@ -32,7 +32,9 @@ class ModelSpec:
     def usable(self) -> ModelSpec:
         """The spec itself, or a ConfigError saying why this vLLM cannot run the family."""
         if self.unsupported:
-            raise UnsupportedModelError(f"model family {self.family!r}: " + self.unsupported.format(vllm=_vllm_version()))
+            raise UnsupportedModelError(
+                f"model family {self.family!r}: " + self.unsupported.format(vllm=_vllm_version())
+            )
         return self
 
 

@@ -1,7 +1,7 @@
 """Build a tiny random-weight model into a folder, offline (see workers/tiny_models/).
 
-    python -m workers.tiny_model ./.models/tiny-smolvlm                  # SmolVLM architecture
-    python -m workers.tiny_model ./.models/tiny-paligemma --family paligemma
+python -m workers.tiny_model ./.models/tiny-smolvlm                  # SmolVLM architecture
+python -m workers.tiny_model ./.models/tiny-paligemma --family paligemma
 """
 
 from __future__ import annotations

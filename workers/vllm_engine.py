@@ -109,8 +109,11 @@ class VLLMEngine:
         elif request.format == "score":
             structured = StructuredOutputsParams(regex=SCORE_REGEX)
         elif request.format == "json":  # free whitespace is off engine-wide (engine_kwargs)
-            structured = (StructuredOutputsParams(json=request.schema) if request.schema
-                          else StructuredOutputsParams(json_object=True))
+            structured = (
+                StructuredOutputsParams(json=request.schema)
+                if request.schema
+                else StructuredOutputsParams(json_object=True)
+            )
         s = request.sampling.model_dump()
         stop = list(self.spec.stop) + s.pop("stop")
         return SamplingParams(**s, stop=stop or None, structured_outputs=structured)
@@ -143,9 +146,14 @@ class VLLMEngine:
         done = []
         for out in outputs:
             first = out.outputs[0] if out.outputs else None
-            done.append(Completion(first.text if first else "", len(out.prompt_token_ids or []),
-                                   len(first.token_ids) if first else 0,
-                                   "length" if first and first.finish_reason == "length" else "stop"))
+            done.append(
+                Completion(
+                    first.text if first else "",
+                    len(out.prompt_token_ids or []),
+                    len(first.token_ids) if first else 0,
+                    "length" if first and first.finish_reason == "length" else "stop",
+                )
+            )
         return done
 
     def _wake_on_death(self, done: threading.Event) -> None:

@@ -58,8 +58,12 @@ def async_redis(settings: Settings) -> aioredis.Redis:
     """For BLPOP: no socket timeout (a wait for answers may last request_timeout_s)."""
     kwargs: dict[str, Any] = {}
     if settings.broker_url.startswith("rediss://"):
-        kwargs.update(ssl_ca_certs=settings.redis_ssl_ca_certs, ssl_certfile=settings.redis_ssl_certfile,
-                      ssl_keyfile=settings.redis_ssl_keyfile, ssl_cert_reqs="required")
+        kwargs.update(
+            ssl_ca_certs=settings.redis_ssl_ca_certs,
+            ssl_certfile=settings.redis_ssl_certfile,
+            ssl_keyfile=settings.redis_ssl_keyfile,
+            ssl_cert_reqs="required",
+        )
     # redis-py 8 defaults to a 5 s socket timeout, which would cut a long BLPOP short
     return aioredis.Redis.from_url(settings.broker_url, socket_timeout=None, socket_connect_timeout=5, **kwargs)
 
@@ -85,16 +89,29 @@ def create_app(settings: Settings) -> FastAPI:
         state.celery.backend.on_task_call = lambda producer, task_id: None  # answers come by BLPOP
         state.fleet = Fleet(state.store.r)
         state.metrics = ServiceMetrics(state.store, list(settings.queues), serve.job_history)
-        state.batcher = MicroBatcher(state.celery, state.aredis, state.fleet.pick_queue, serve.batch_window_ms / 1000,
-                                     serve.max_batch_size, serve.request_timeout_s, state.metrics)
+        state.batcher = MicroBatcher(
+            state.celery,
+            state.aredis,
+            state.fleet.pick_queue,
+            serve.batch_window_ms / 1000,
+            serve.max_batch_size,
+            serve.request_timeout_s,
+            state.metrics,
+        )
         state.jobs = jobs.JobRunner(settings, state.store)
         yield
         state.jobs.close()
         await state.http.aclose()
         await state.aredis.aclose()
 
-    app = FastAPI(title="vlmq", lifespan=lifespan, dependencies=[Depends(authorize)],
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="vlmq",
+        lifespan=lifespan,
+        dependencies=[Depends(authorize)],
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     errors.install(app)
     app.include_router(jobs.router)
 
@@ -105,8 +122,12 @@ def create_app(settings: Settings) -> FastAPI:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > serve.max_request_bytes:
             response: Response = errors.error_response(
-                413, f"request body is {declared} bytes, over the limit of {serve.max_request_bytes}",
-                "invalid_request_error", None, "request_too_large")
+                413,
+                f"request body is {declared} bytes, over the limit of {serve.max_request_bytes}",
+                "invalid_request_error",
+                None,
+                "request_too_large",
+            )
         else:
             response = await call_next(request)
         response.headers["X-Request-ID"] = request.state.request_id
@@ -120,8 +141,12 @@ def create_app(settings: Settings) -> FastAPI:
             convert.refuse_unsupported(body)
             models = await to_thread.run_sync(state.fleet.models)
             if model not in models:
-                raise ApiError(404, f"the model {model!r} does not exist or no live worker serves it; "
-                                    f"served now: {sorted(models)}", "model", "model_not_found")
+                raise ApiError(
+                    404,
+                    f"the model {model!r} does not exist or no live worker serves it; served now: {sorted(models)}",
+                    "model",
+                    "model_not_found",
+                )
             url, _, _ = convert.image_and_text(body)
             raw = await images.load_image(url, settings, state.http)
             prepared = await images.prepare(raw, settings, model)
@@ -143,15 +168,17 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/v1/models", response_model=ModelList)
     async def list_models(request: Request):
         models = await to_thread.run_sync(request.app.state.fleet.models)
-        return ModelList(data=[ModelCard(id=m, created=int(min(w["started"] for w in ws)))
-                               for m, ws in sorted(models.items())])
+        return ModelList(
+            data=[ModelCard(id=m, created=int(min(w["started"] for w in ws))) for m, ws in sorted(models.items())]
+        )
 
     @app.get("/v1/models/{model:path}", response_model=ModelCard)
     async def get_model(model: str, request: Request):
         workers = (await to_thread.run_sync(request.app.state.fleet.models)).get(model)
         if not workers:
-            raise ApiError(404, f"the model {model!r} does not exist or no live worker serves it", "model",
-                           "model_not_found")
+            raise ApiError(
+                404, f"the model {model!r} does not exist or no live worker serves it", "model", "model_not_found"
+            )
         return ModelCard(id=model, created=int(min(w["started"] for w in workers)))
 
     @app.get("/health")
@@ -160,18 +187,31 @@ def create_app(settings: Settings) -> FastAPI:
             request.app.state.store.r.ping()
             workers = live_workers(request.app.state.store.r)
         except redis.RedisError as exc:
-            return JSONResponse({"status": "unavailable", "redis": False, "error": str(exc), "models": {}},
-                                status_code=503)
+            return JSONResponse(
+                {"status": "unavailable", "redis": False, "error": str(exc), "models": {}}, status_code=503
+            )
         models: dict[str, dict[str, Any]] = {}
         for w in workers:
             entry = models.setdefault(w.get("model") or "unknown", {"workers": 0, "engines": {}, "queues": []})
             entry["workers"] += 1
             entry["engines"][w.get("engine", "unknown")] = entry["engines"].get(w.get("engine", "unknown"), 0) + 1
             entry["queues"] = sorted(set(entry["queues"]) | set(w["queues"]))
-        return {"status": "ok" if workers else "no_workers", "redis": True, "models": models,
-                "workers": [{"hostname": w["hostname"], "model": w.get("model"), "queues": w["queues"],
-                             "engine": w.get("engine", "unknown"), "busy": bool(w.get("current")),
-                             "batches_done": w.get("batches_done", 0)} for w in workers]}
+        return {
+            "status": "ok" if workers else "no_workers",
+            "redis": True,
+            "models": models,
+            "workers": [
+                {
+                    "hostname": w["hostname"],
+                    "model": w.get("model"),
+                    "queues": w["queues"],
+                    "engine": w.get("engine", "unknown"),
+                    "busy": bool(w.get("current")),
+                    "batches_done": w.get("batches_done", 0),
+                }
+                for w in workers
+            ],
+        }
 
     @app.get("/metrics")
     def metrics(request: Request):

@@ -34,8 +34,16 @@ class Waiting:
 
 
 class MicroBatcher:
-    def __init__(self, celery_app: Celery, r: aioredis.Redis, pick_queue: Callable[[str], str | None],
-                 window_s: float, max_batch: int, timeout_s: float, metrics) -> None:
+    def __init__(
+        self,
+        celery_app: Celery,
+        r: aioredis.Redis,
+        pick_queue: Callable[[str], str | None],
+        window_s: float,
+        max_batch: int,
+        timeout_s: float,
+        metrics,
+    ) -> None:
         self.celery = celery_app
         self.r = r
         self.pick_queue = pick_queue  # model → live queue (blocking: run in a thread)
@@ -71,8 +79,15 @@ class MicroBatcher:
         try:
             answers = await self._run(model, batch)
         except Exception as exc:  # every waiter gets the same refusal
-            error = exc if isinstance(exc, ApiError) else ApiError(
-                503, f"could not hand the request to the fleet: {type(exc).__name__}: {exc}", code="fleet_unavailable")
+            error = (
+                exc
+                if isinstance(exc, ApiError)
+                else ApiError(
+                    503,
+                    f"could not hand the request to the fleet: {type(exc).__name__}: {exc}",
+                    code="fleet_unavailable",
+                )
+            )
             for w in batch:
                 if not w.answer.done():
                     w.answer.set_exception(error)
@@ -80,8 +95,10 @@ class MicroBatcher:
         by_id = {a.request_id: a for a in answers}
         for w in batch:
             if not w.answer.done():
-                w.answer.set_result(by_id.get(w.item.request_id) or ChatAnswer(
-                    request_id=w.item.request_id, error="the worker returned no answer for this request"))
+                w.answer.set_result(
+                    by_id.get(w.item.request_id)
+                    or ChatAnswer(request_id=w.item.request_id, error="the worker returned no answer for this request")
+                )
 
     async def _run(self, model: str, batch: list[Waiting]) -> list[ChatAnswer]:
         batch_id = f"chat-{uuid.uuid4().hex}"
@@ -96,10 +113,18 @@ class MicroBatcher:
             pipe.set(key, w.image, ex=int(self.timeout_s) + 60)
         await pipe.execute()
         payload = {**chat.model_dump(mode="json"), "request_ids": chat.request_ids}
-        await to_thread.run_sync(lambda: self.celery.send_task(
-            "app.tasks.chat", args=(payload,), queue=queue, priority=CHAT_PRIORITY, task_id=batch_id,
-            headers={"request_ids": chat.request_ids}, argsrepr=f"(chat {batch_id}: {len(items)} requests)",
-            kwargsrepr="{}"))
+        await to_thread.run_sync(
+            lambda: self.celery.send_task(
+                "app.tasks.chat",
+                args=(payload,),
+                queue=queue,
+                priority=CHAT_PRIORITY,
+                task_id=batch_id,
+                headers={"request_ids": chat.request_ids},
+                argsrepr=f"(chat {batch_id}: {len(items)} requests)",
+                kwargsrepr="{}",
+            )
+        )
         popped = await self.r.blpop([answer_key(batch_id)], timeout=self.timeout_s)
         if popped is None:
             self.celery.control.revoke(batch_id)  # nobody waits for it any more

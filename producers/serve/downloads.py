@@ -22,8 +22,14 @@ from producers.prepare import Failed
 from producers.serve.errors import ApiError
 from producers.serve.images import check_address
 
-TYPES = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif",
-         "image/bmp": ".bmp", "image/tiff": ".tif"}
+TYPES = {
+    "image/jpeg": ".jpg",
+    "image/png": ".png",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/bmp": ".bmp",
+    "image/tiff": ".tif",
+}
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -56,9 +62,16 @@ def fetch(client: httpx.Client, url: str, serve: ServeSettings) -> tuple[bytes, 
         return b"".join(chunks), response.headers.get("content-type", "")
 
 
-def download_all(job_id: str, urls: Sequence[str], serve: ServeSettings, extensions: Sequence[str],
-                 base_dir: Path | None, on_one: Callable[[], None], cancelled: Callable[[], bool],
-                 threads: int = 8) -> tuple[Path, list[Failed], dict[str, str]]:
+def download_all(
+    job_id: str,
+    urls: Sequence[str],
+    serve: ServeSettings,
+    extensions: Sequence[str],
+    base_dir: Path | None,
+    on_one: Callable[[], None],
+    cancelled: Callable[[], bool],
+    threads: int = 8,
+) -> tuple[Path, list[Failed], dict[str, str]]:
     folder = Path(tempfile.mkdtemp(prefix=f"vlmq-{job_id}-", dir=base_dir))
     failures: list[Failed] = []
     names: dict[str, str] = {}

@@ -54,8 +54,9 @@ def check_address(host: str, allow_private: bool) -> None:
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if not address.is_global:
-            raise ApiError(400, f"image URL host {host!r} is a non-public address ({address}); refused",
-                           PARAM, "image_url_refused")
+            raise ApiError(
+                400, f"image URL host {host!r} is a non-public address ({address}); refused", PARAM, "image_url_refused"
+            )
 
 
 async def fetch_url(url: str, serve: ServeSettings, client: httpx.AsyncClient) -> bytes:
@@ -83,11 +84,13 @@ async def fetch_url(url: str, serve: ServeSettings, client: httpx.AsyncClient) -
     try:
         return await asyncio.wait_for(download(), serve.fetch_timeout_s)
     except asyncio.TimeoutError as exc:
-        raise ApiError(400, f"image URL took longer than {serve.fetch_timeout_s:g} s", PARAM,
-                       "image_fetch_failed") from exc
+        raise ApiError(
+            400, f"image URL took longer than {serve.fetch_timeout_s:g} s", PARAM, "image_fetch_failed"
+        ) from exc
     except httpx.HTTPError as exc:
-        raise ApiError(400, f"image URL could not be fetched: {type(exc).__name__}: {exc}", PARAM,
-                       "image_fetch_failed") from exc
+        raise ApiError(
+            400, f"image URL could not be fetched: {type(exc).__name__}: {exc}", PARAM, "image_fetch_failed"
+        ) from exc
 
 
 async def load_image(url: str, settings: Settings, client: httpx.AsyncClient) -> bytes:

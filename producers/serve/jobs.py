@@ -13,11 +13,11 @@ a URL that cannot be fetched becomes that image's error record and the job goes 
 from __future__ import annotations
 
 import json
-from itertools import islice
 import logging
 import shutil
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -74,18 +74,28 @@ class JobRunner:
             raise ApiError(404, f"no live worker serves model {model!r}", "model", "model_not_found")
         overrides["queues"] = sorted({q for w in workers for q in w["queues"]})
         return self.settings.with_overrides(
-            batch_size=req.batch_size, use_cache=req.use_cache, score_threshold=req.score_threshold,
-            categories_to_score=req.categories_to_score, categories_to_summarize=req.categories_to_summarize,
-            **overrides)
+            batch_size=req.batch_size,
+            use_cache=req.use_cache,
+            score_threshold=req.score_threshold,
+            categories_to_score=req.categories_to_score,
+            categories_to_summarize=req.categories_to_summarize,
+            **overrides,
+        )
 
     def folder_under_roots(self, folder: str) -> Path:
         roots = [Path(r).expanduser().resolve() for r in self.settings.serve.job_roots]
         if not roots:
-            raise ApiError(403, "folder jobs are disabled: no job_roots configured (VLMQ_SERVE__JOB_ROOTS)",
-                           "folder", "folder_not_allowed")
+            raise ApiError(
+                403,
+                "folder jobs are disabled: no job_roots configured (VLMQ_SERVE__JOB_ROOTS)",
+                "folder",
+                "folder_not_allowed",
+            )
         path = Path(folder).expanduser().resolve()  # symlinks and .. resolved before the check
         if not any(path == r or r in path.parents for r in roots):
-            raise ApiError(403, f"folder {folder!r} is outside the configured job roots", "folder", "folder_not_allowed")
+            raise ApiError(
+                403, f"folder {folder!r} is outside the configured job roots", "folder", "folder_not_allowed"
+            )
         if not path.is_dir():
             raise ApiError(400, f"folder {folder!r} does not exist or is not a folder", "folder", "folder_not_found")
         return path
@@ -100,20 +110,35 @@ class JobRunner:
             self.pool.submit(self._submit, job_id, settings, [folder], req.recursive, [], None)
             return {"id": job_id, "object": "job", "status": "submitting", "source": str(folder)}
         if len(req.urls) > self.settings.serve.max_job_urls:
-            raise ApiError(400, f"{len(req.urls)} URLs, over the limit of {self.settings.serve.max_job_urls}",
-                           "urls", "too_many_urls")
+            raise ApiError(
+                400,
+                f"{len(req.urls)} URLs, over the limit of {self.settings.serve.max_job_urls}",
+                "urls",
+                "too_many_urls",
+            )
         with self.lock:
-            self.preparing[job_id] = {"id": job_id, "object": "job", "status": "downloading",
-                                      "total": len(req.urls), "downloaded": 0}
+            self.preparing[job_id] = {
+                "id": job_id,
+                "object": "job",
+                "status": "downloading",
+                "total": len(req.urls),
+                "downloaded": 0,
+            }
         self.pool.submit(self._download_then_submit, job_id, settings, list(req.urls))
         return {**self.preparing[job_id]}
 
     def _download_then_submit(self, job_id: str, settings: Settings, urls: list[str]) -> None:
         base = self.settings.serve.download_dir
         try:
-            folder, failures, names = download_all(job_id, urls, self.settings.serve, settings.extensions, base,
-                                                   on_one=lambda: self._bump(job_id),
-                                                   cancelled=lambda: self._status(job_id) == "cancelled")
+            folder, failures, names = download_all(
+                job_id,
+                urls,
+                self.settings.serve,
+                settings.extensions,
+                base,
+                on_one=lambda: self._bump(job_id),
+                cancelled=lambda: self._status(job_id) == "cancelled",
+            )
         except Exception as exc:
             log.exception("URL job download failed", extra={"job_id": job_id})
             self._set(job_id, status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -123,8 +148,16 @@ class JobRunner:
             return
         self._submit(job_id, settings, [folder], False, failures, names, cleanup=folder)
 
-    def _submit(self, job_id: str, settings: Settings, roots: list[Path], recursive: bool, failures: list,
-                names: dict[str, str] | None, cleanup: Path | None = None) -> None:
+    def _submit(
+        self,
+        job_id: str,
+        settings: Settings,
+        roots: list[Path],
+        recursive: bool,
+        failures: list,
+        names: dict[str, str] | None,
+        cleanup: Path | None = None,
+    ) -> None:
         try:
             if names:  # record name → URL, before the job exists so no reader ever misses it
                 self.store.set_fields(job_id, sources=json.dumps(names))
@@ -161,8 +194,13 @@ class JobRunner:
                 return early
             raise ApiError(404, f"no job {job_id}", "job_id", "job_not_found")
         job = Job(job_id, self.settings, store=self.store)
-        return {"id": job_id, "object": "job", **job.progress().model_dump(mode="json"), "stages": job.stage_counts(),
-                **({"error": early["error"]} if early.get("error") else {})}
+        return {
+            "id": job_id,
+            "object": "job",
+            **job.progress().model_dump(mode="json"),
+            "stages": job.stage_counts(),
+            **({"error": early["error"]} if early.get("error") else {}),
+        }
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         with self.lock:
@@ -196,9 +234,13 @@ def job_records(job_id: str, request: Request, offset: int = 0, limit: int | Non
     start = max(0, offset)
     page = list(islice(job.records(), start, None if limit is None else start + max(0, limit)))
     sources = runner.store.get_field(job_id, "sources")
-    return {"object": "list", "job_id": job_id, "total": job.record_count(),
-            "data": [r.model_dump(mode="json") for r in page],
-            **({"sources": json.loads(sources)} if sources else {})}
+    return {
+        "object": "list",
+        "job_id": job_id,
+        "total": job.record_count(),
+        "data": [r.model_dump(mode="json") for r in page],
+        **({"sources": json.loads(sources)} if sources else {}),
+    }
 
 
 @router.delete("/v1/jobs/{job_id}")

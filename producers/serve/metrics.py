@@ -15,9 +15,8 @@ import logging
 from collections import Counter
 
 import redis
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
-from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from app.heartbeat import live_workers
@@ -58,8 +57,9 @@ class FleetCollector:
             log.warning("metrics: Redis did not answer", extra={"error": str(exc)})
 
     def _collect(self):
-        images = CounterMetricFamily("vlmq_images", "Images accounted for in recent jobs, by outcome",
-                                     labels=["model", "worker", "outcome"])
+        images = CounterMetricFamily(
+            "vlmq_images", "Images accounted for in recent jobs, by outcome", labels=["model", "worker", "outcome"]
+        )
         jobs = GaugeMetricFamily("vlmq_jobs", "Recent jobs by status", labels=["status"])
         totals: Counter = Counter()
         statuses: Counter = Counter()
@@ -75,8 +75,9 @@ class FleetCollector:
         yield images
         yield jobs
         workers = live_workers(self.store.r)
-        live = GaugeMetricFamily("vlmq_workers_live", "Live workers by model and engine state",
-                                 labels=["model", "engine"])
+        live = GaugeMetricFamily(
+            "vlmq_workers_live", "Live workers by model and engine state", labels=["model", "engine"]
+        )
         for (model, engine), n in sorted(Counter((w.get("model", ""), w.get("engine", "")) for w in workers).items()):
             live.add_metric([model, engine], n)
         yield live
@@ -85,8 +86,9 @@ class FleetCollector:
         for queue, n in pending(self.store.r, queues).items():
             depth.add_metric([queue], n)
         yield depth
-        batches = CounterMetricFamily("vlmq_worker_batches", "Batches run per worker and stage",
-                                      labels=["worker", "stage"])
+        batches = CounterMetricFamily(
+            "vlmq_worker_batches", "Batches run per worker and stage", labels=["worker", "stage"]
+        )
         for key in self.store.r.scan_iter("vlmq:worker:*", count=1000):
             worker = key.decode().split(":", 2)[2]
             for name, value in self.store.worker_stats(worker).items():
@@ -101,11 +103,30 @@ class ServiceMetrics:
     def __init__(self, store: JobStore, queues: list[str], job_history: int) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(store, queues, job_history))
-        self.requests = PromCounter("vlmq_chat_requests", "Chat completion requests by model and HTTP status",
-                                    ["model", "status"], registry=self.registry)
-        self.latency = Histogram("vlmq_chat_batch_seconds", "Chat batch latency, task sent to answers received",
-                                 ["model"], buckets=BUCKETS, registry=self.registry)
-        self.sizes = Histogram("vlmq_chat_batch_size", "Requests per chat batch (micro-batching)", ["model"],
-                               buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
-        self.engine = Histogram("vlmq_chat_engine_seconds", "Engine time of a chat batch on its worker",
-                                ["model"], buckets=BUCKETS, registry=self.registry)
+        self.requests = PromCounter(
+            "vlmq_chat_requests",
+            "Chat completion requests by model and HTTP status",
+            ["model", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "vlmq_chat_batch_seconds",
+            "Chat batch latency, task sent to answers received",
+            ["model"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.sizes = Histogram(
+            "vlmq_chat_batch_size",
+            "Requests per chat batch (micro-batching)",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.engine = Histogram(
+            "vlmq_chat_engine_seconds",
+            "Engine time of a chat batch on its worker",
+            ["model"],
+            buckets=BUCKETS,
+            registry=self.registry,
+        )

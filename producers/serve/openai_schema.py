@@ -76,8 +76,19 @@ class ChatCompletionRequest(BaseModel):
 
 
 # Request fields refused when set to anything but their neutral value: this service cannot honour them.
-UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call", "logprobs", "top_logprobs", "logit_bias",
-               "audio", "modalities", "prediction", "stream_options")
+UNSUPPORTED = (
+    "tools",
+    "functions",
+    "tool_choice",
+    "function_call",
+    "logprobs",
+    "top_logprobs",
+    "logit_bias",
+    "audio",
+    "modalities",
+    "prediction",
+    "stream_options",
+)
 
 
 class Usage(BaseModel):
