@@ -43,3 +43,36 @@ def test_pytest_ends_within_five_seconds_of_its_summary_line_without_a_traceback
     assert "2 passed" in out
     assert "Traceback" not in out and "Retry limit exceeded" not in out, out
     assert tail < 5, f"exited {tail:.1f} s after its last output"
+
+
+def readme_python_example() -> str:
+    """The README's "Polling from Python" block, as written there."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = text.split("### Polling from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    assert "submit(" in block and "job.records()" in block
+    return block
+
+
+def test_the_readme_python_example_ends_within_five_seconds_of_its_last_output_without_a_traceback(
+    settings, start_worker, image_dir, tmp_path
+):
+    from tests.images import make_good_images
+
+    make_good_images(image_dir, 16)
+    start_worker()
+    script = tmp_path / "example.py"
+    code = readme_python_example().replace('"./images"', repr(str(image_dir)))
+    script.write_text(code + 'print("JOB", job.id, sum(map(len, records)))\n', encoding="utf-8")
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "VLMQ_BROKER_URL": settings.broker_url,
+        "VLMQ_ENGINE": "test",
+        "VLMQ_QUEUES": f'["{settings.queues[0]}"]',
+        "VLMQ_RESULTS_DIR": settings.results_dir,
+    }
+    code, out, tail = run_timed([sys.executable, str(script)], env, tmp_path)
+    assert code == 0, out
+    assert "JOB " in out and out.strip().endswith(" 16"), out
+    assert "Traceback" not in out, out
+    assert tail < 5, f"exited {tail:.1f} s after its last output"
