@@ -3,8 +3,8 @@
 One real worker (the deterministic test engine: zero model cost) and the real producer CLI in a
 subprocess (`producer submit --wait`, which collects). Measured per job: Redis `used_memory` before
 and after (bytes left per image), Redis's peak while it runs (sampled every 50 ms), the producer's
-peak RSS, the dataset's rows. Then `producer export` of the large job in a subprocess (peak RSS)
-and the export read back and counted.
+peak RSS, the dataset's rows. Then `producer export` of the small and the large job in a
+subprocess (peak RSS, flat ≈ 1) and each export read back and counted.
 
     python -m bench.window [--small 20000] [--large 200000]
 
@@ -97,6 +97,20 @@ def run_job(settings: Settings, r: redis.Redis, folder: Path, no_cache: bool) ->
     }
 
 
+def export_job(settings: Settings, job: dict[str, object], out: str) -> dict[str, object]:
+    """`producer export` (parquet and jsonl) in a subprocess: its peak RSS, and the files read back."""
+    _, rss = cli(settings, "export", str(job["job_id"]), "--format", "parquet", "--format", "jsonl", "--output", out)
+    with open(f"{out}/results.jsonl", encoding="utf-8") as fh:
+        names = [json.loads(line)["image"] for line in fh]
+    return {
+        "images": job["images"],
+        "rss_mb": rss,
+        "jsonl_rows": len(names),
+        "distinct": len(set(names)),
+        "parquet_rows": pq.ParquetFile(f"{out}/results.parquet").metadata.num_rows,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--small", type=int, default=20_000)
@@ -113,20 +127,7 @@ def main() -> None:
                 run_job(settings, r, small, no_cache=True),
                 run_job(settings, r, large, no_cache=True),
             ]
-            out, export_rss = cli(
-                settings,
-                "export",
-                jobs[-1]["job_id"],
-                "--format",
-                "parquet",
-                "--format",
-                "jsonl",
-                "--output",
-                f"{tmp}/export",
-            )
-            parquet_rows = pq.ParquetFile(f"{tmp}/export/results.parquet").metadata.num_rows
-            with open(f"{tmp}/export/results.jsonl", encoding="utf-8") as fh:
-                jsonl = [json.loads(line)["image"] for line in fh]
+            exports = [export_job(settings, job, f"{tmp}/export-{job['images']}") for job in jobs[1:]]
     rows = [
         [
             j["images"],
@@ -147,8 +148,12 @@ def main() -> None:
         rows,
         {
             "large vs small Redis peak (no cache)": f"{peak_ratio:.2f}x",
-            "export of the large job": f"peak RSS {export_rss:.0f} MB; parquet {parquet_rows} rows, "
-            f"jsonl {len(jsonl)} rows, {len(set(jsonl))} distinct images",
+            **{
+                f"export of the {e['images']}-image job": f"peak RSS {e['rss_mb']:.0f} MB; parquet {e['parquet_rows']} "
+                f"rows, jsonl {e['jsonl_rows']} rows, {e['distinct']} distinct images"
+                for e in exports
+            },
+            "export peak RSS, large vs small": f"{exports[1]['rss_mb'] / exports[0]['rss_mb']:.2f}x",
         },
     )
 
