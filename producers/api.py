@@ -45,8 +45,13 @@ class Job:
         self.store = store or JobStore.from_settings(self.settings)
 
     def group(self) -> GroupResult | None:
-        """The job's GroupResult (saved once submission is complete), for Celery-style polling."""
-        return GroupResult.restore(self.id, app=self.celery)
+        """The job's GroupResult, for Celery-style polling: the saved one, or (a job of more than
+        GROUP_MAX_BATCHES batches, or one still being submitted) one built from its batches."""
+        saved = GroupResult.restore(self.id, app=self.celery)
+        if saved is not None:
+            return saved
+        results = self.async_results()
+        return GroupResult(self.id, results, app=self.celery) if results else None
 
     def async_results(self) -> list[AsyncResult]:
         """One AsyncResult per batch: the chain's last task, whose result is the batch's records
