@@ -11,6 +11,7 @@ It also frees the Celery results of the batches whose records are in the dataset
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 from app.record_window import RecordWindow
 from app.results import ResultsDataset
@@ -64,13 +65,11 @@ def _write_chunk(
     store: RecordWindow, dataset: ResultsDataset, job_id: str, part: str, records: list[ImageRecord], fingerprint: str
 ) -> int:
     dataset.write_part(job_id, part, records)
-    if fingerprint:
-        good = sorted({r.sha256 for r in records if r.error is None and r.sha256 and not r.cached})
-        store.index_records(fingerprint, f"{job_id}/{part}", good)
+    store.index_records(fingerprint, f"{job_id}/{part}", records)
     return len(records)
 
 
-def free_results(store: JobStore, backend_key: callable, job_id: str) -> int:
+def free_results(store: JobStore, backend_key: Callable[[str], bytes], job_id: str) -> int:
     """Delete the stored results of finished chains (their records are in the dataset or staged)."""
     key = store.key(job_id, "results")
     ids = [i.decode() for i in store.r.smembers(key)]
@@ -88,9 +87,11 @@ def free_results(store: JobStore, backend_key: callable, job_id: str) -> int:
     return len(stored)
 
 
-def is_collected(store: JobStore, job_id: str) -> bool:
+def drop_in_flight_if_collected(store: JobStore, job_id: str) -> None:
+    """A finished job with nothing left waiting in Redis keeps only its counters (JobStore.drop_in_flight)."""
     pipe = store.r.pipeline(transaction=False)
     pipe.exists(store.key(job_id, "records"))
     pipe.scard(store.key(job_id, "collecting"))
     staged, taking = pipe.execute()
-    return not staged and not taking
+    if not staged and not taking:
+        store.drop_in_flight(job_id)

@@ -122,9 +122,11 @@ class RecordWindow:
     def record_index_key(fingerprint: str) -> str:
         return f"{P}rindex:{fingerprint}"
 
-    def index_records(self, fingerprint: str, part: str, shas: Sequence[str], pipe: Any = None) -> None:
-        """`part` ("<job>/<part name>") holds the good records of these images."""
-        if shas:
+    def index_records(self, fingerprint: str, part: str, records: Iterable[ImageRecord], pipe: Any = None) -> None:
+        """`part` ("<job>/<part name>") holds these records: index the good ones computed for it (a
+        record served from the cache stays indexed where it was computed). No fingerprint: no cache."""
+        shas = sorted({r.sha256 for r in records if r.error is None and r.sha256 and not r.cached})
+        if fingerprint and shas:
             key = self.record_index_key(fingerprint)
             self._script("index", _INDEX)(
                 keys=[key, key + ":parts"], args=[CACHE_TTL_S, part, *map(sha_field, shas)], client=pipe or self.r

@@ -69,6 +69,11 @@ class JobSpec(BaseModel):
         return self.results_shared or "://" in self.results or socket.gethostname() == self.results_host
 
     @property
+    def cache_fingerprint(self) -> str:
+        """The fingerprint, or "" when the job does not use the cache (nothing is looked up or indexed)."""
+        return self.fingerprint if self.use_cache else ""
+
+    @property
     def fingerprint(self) -> str:
         """Everything that changes a finished record; keys the whole-record cache."""
         relevant = self.model_dump_json(

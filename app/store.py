@@ -213,9 +213,7 @@ class JobStore(RecordWindow, BatchMarks):
             self.mark_done(job_id, batch_id, {}, pipe)
         else:
             self.mark_done(job_id, batch_id, dict(count_fields(records)), pipe)
-            good = sorted({r.sha256 for r in records if r.error is None and r.sha256})
-            if fingerprint:
-                self.index_records(fingerprint, f"{job_id}/{written}", good, pipe)
+            self.index_records(fingerprint, f"{job_id}/{written}", records, pipe)
         if blob_keys:
             pipe.delete(*blob_keys)
         for key in attempt_keys:  # the chain's delivery counters: done, so kept only a little longer

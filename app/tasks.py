@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 from app import refs
 from app.celery import app, settings
 from app.chat import serve_batch
-from app.collect import is_collected
+from app.collect import drop_in_flight_if_collected
 from app.lifecycle import attempts_key
 from app.pipeline import chain_task_ids
 from app.poison import isolate
@@ -175,7 +175,7 @@ def finish(
         batch.batch_id,
         records,
         blob_keys,
-        spec.fingerprint if spec.use_cache else "",
+        spec.cache_fingerprint,
         written,
         result_id,
         [
@@ -191,8 +191,8 @@ def finish(
     aliased = _alias_records(batch, records, rt.store)
     if aliased:
         rt.store.write_records(aliased)
-    if rt.store.mark_finished_if_complete(batch.job_id) and is_collected(rt.store, batch.job_id):
-        rt.store.drop_in_flight(batch.job_id)  # nothing left to collect: only the counters stay
+    if rt.store.mark_finished_if_complete(batch.job_id):
+        drop_in_flight_if_collected(rt.store, batch.job_id)
     failed = sum(r.error is not None for r in records)
     log.info(
         "batch done",

@@ -19,7 +19,7 @@ from celery.result import AsyncResult, GroupResult
 from redis.exceptions import RedisError
 
 from app import redis_full
-from app.collect import collect, free_results, is_collected
+from app.collect import collect, drop_in_flight_if_collected, free_results
 from app.factory import create_app
 from app.heartbeat import live_workers
 from app.results import ResultsDataset
@@ -99,7 +99,7 @@ class Job:
         """Move records waiting in Redis into the results dataset; once the job is over, also free
         its chains' stored results and its in-flight state. Returns how many records moved."""
         spec = self.store.load_spec(self.id)
-        fingerprint = spec.fingerprint if spec is not None and spec.use_cache else ""
+        fingerprint = spec.cache_fingerprint if spec is not None else ""
         try:
             moved = collect(self.store, self.dataset(), self.id, fingerprint)
         except RedisError:
@@ -109,8 +109,8 @@ class Job:
                 free_results(self.store, self.celery.backend.get_key_for_task, self.id)
             except RedisError:
                 return moved
-            if self.progress().finished and is_collected(self.store, self.id):
-                self.store.drop_in_flight(self.id)
+            if self.progress().finished:
+                drop_in_flight_if_collected(self.store, self.id)
         return moved
 
     def records(self) -> Iterator[ImageRecord]:

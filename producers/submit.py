@@ -138,7 +138,7 @@ class Submitter:
                 said = time.monotonic()
             time.sleep(0.2)
         dataset = ResultsDataset(spec.results or self.settings.results_dir)
-        collect(self.store, dataset, job_id, spec.fingerprint if spec.use_cache else "")
+        collect(self.store, dataset, job_id, spec.cache_fingerprint)
         claims = LocalClaims()
         claims.load(dataset.rows(job_id, ("image", "sha256", "batch_id")))
         return claims
@@ -218,7 +218,7 @@ class Submitter:
             return
         self._tidied = now
         spec = self.spec
-        collect(self.store, self._dataset, spec.job_id, spec.fingerprint if spec.use_cache else "")
+        collect(self.store, self._dataset, spec.job_id, spec.cache_fingerprint)
         free_results(self.store, self.celery.backend.get_key_for_task, spec.job_id)
 
     def _ship(self, items: list[ItemState], stats: SubmitStats) -> None:
