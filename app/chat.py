@@ -17,22 +17,14 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from app import keys
 from config.errors import BatchRejectedError, EngineError
 from config.settings import StageSampling
 from workers.engine import Completion, Engine, EngineRequest
 
 log = logging.getLogger(__name__)
-P = "vlmq:"
 ANSWER_TTL_S = 600
 CHAT_PRIORITY = 0  # ahead of every pipeline stage: someone is waiting on the answer
-
-
-def answer_key(batch_id: str) -> str:
-    return f"{P}chat:answers:{batch_id}"
-
-
-def blob_key(batch_id: str, index: int) -> str:
-    return f"{P}blob:chat:{batch_id}:{index}"  # under the blob prefix: JobStore.is_blob_key knows it
 
 
 class ChatItem(BaseModel):
@@ -54,7 +46,7 @@ class ChatBatch(BaseModel):
 
     @property
     def blob_keys(self) -> list[str]:
-        return [blob_key(self.batch_id, n) for n in range(len(self.items))]
+        return [keys.chat_blob(self.batch_id, n) for n in range(len(self.items))]
 
     @property
     def request_ids(self) -> list[str]:
@@ -140,8 +132,8 @@ def failed_answers(batch: ChatBatch, reason: str, worker: str | None = None) -> 
 def publish_answers(r: Any, batch: ChatBatch, answers: Sequence[ChatAnswer]) -> None:
     """Hand the answers to the waiting service and drop the batch's blobs, in one transaction."""
     pipe = r.pipeline()
-    pipe.rpush(answer_key(batch.batch_id), json.dumps([a.model_dump(mode="json") for a in answers]))
-    pipe.expire(answer_key(batch.batch_id), ANSWER_TTL_S)
+    pipe.rpush(keys.chat_answers(batch.batch_id), json.dumps([a.model_dump(mode="json") for a in answers]))
+    pipe.expire(keys.chat_answers(batch.batch_id), ANSWER_TTL_S)
     pipe.delete(*batch.blob_keys)
     pipe.execute()
 

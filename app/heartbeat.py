@@ -18,9 +18,10 @@ from typing import Any
 
 import redis
 
+from app import keys
+
 INTERVAL_S = 3.0
 TTL_S = 12
-PREFIX = "vlmq:alive:"
 
 
 class Heartbeat:
@@ -59,7 +60,7 @@ class Heartbeat:
 
     @property
     def key(self) -> str:
-        return f"{PREFIX}{self.hostname}"
+        return keys.alive(self.hostname)
 
     def nudge_if_engine_changed(self) -> None:
         """Beat now (on the heartbeat thread) when the engine state moved since the last beat.
@@ -99,8 +100,8 @@ class Heartbeat:
 
 
 def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
-    keys = list(client.scan_iter(f"{PREFIX}*", count=1000))
-    return [json.loads(v) for v in client.mget(keys) if v] if keys else []
+    found = list(client.scan_iter(f"{keys.ALIVE_PREFIX}*", count=1000))
+    return [json.loads(v) for v in client.mget(found) if v] if found else []
 
 
 def live_queues(client: redis.Redis) -> list[str]:

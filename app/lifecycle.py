@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import signals
 
-from app import logs
+from app import keys, logs
 from app.celery import settings
 from app.heartbeat import Heartbeat
 from app.poison import forget_running
@@ -33,10 +33,6 @@ def _json_logs(logger, **_):
 
 
 _heartbeat: Heartbeat | None = None
-
-
-def attempts_key(task_id: str, retries: int) -> str:
-    return f"vlmq:attempts:{task_id}:{retries}"  # per retry: a retry is not a redelivery
 
 
 @signals.worker_ready.connect
@@ -96,7 +92,7 @@ def _uncount_delivery() -> None:
     if not _running:
         return
     r = get_runtime(settings).store.r
-    r.decr(attempts_key(_running["id"], _running["retries"]))
+    r.decr(keys.attempts(_running["id"], _running["retries"]))
     forget_running(r, _running["id"])
     log.warning("batch handed back to its queue", extra={"task_id": _running["id"]})
 

@@ -15,10 +15,9 @@ from collections.abc import Callable
 
 import redis
 
+from app import keys
 from app.schemas import BatchState, ItemState
 
-RUNNING = "vlmq:running:"  # task id → sha256 of the image now running alone
-LOSSES = "vlmq:losses:"  # task id → {sha256: times its worker was lost while it ran alone}
 TTL_S = 7 * 24 * 3600
 
 
@@ -31,7 +30,7 @@ def isolate(
     run_one: Callable[[BatchState], BatchState],
     set_aside: Callable[[ItemState, str], None],
 ) -> BatchState:
-    running, losses_key = RUNNING + task_id, LOSSES + task_id
+    running, losses_key = keys.running_alone(task_id), keys.losses(task_id)
     culprit = r.get(running)
     if culprit is not None:  # the previous delivery died while this image ran alone
         pipe = r.pipeline()
@@ -60,4 +59,4 @@ def isolate(
 
 def forget_running(r: redis.Redis, task_id: str) -> None:
     """The batch was handed back on purpose (SIGTERM): the running image is not to blame."""
-    r.delete(RUNNING + task_id)
+    r.delete(keys.running_alone(task_id))

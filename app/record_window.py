@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from app import keys
 from app.schemas import ImageRecord
 
-P = "vlmq:"
 CACHE_TTL_S = 90 * 24 * 3600
 
 # KEYS: records, counts, named. ARGV: ttl, then (name, json, outcome, worker) per record. `named`
@@ -71,7 +71,7 @@ class RecordWindow:
 
     @staticmethod
     def key(job_id: str, part: str = "") -> str:
-        return f"{P}job:{job_id}" + (f":{part}" if part else "")
+        return keys.job(job_id, part)
 
     def _script(self, name: str, body: str) -> Any:
         scripts = self.__dict__.setdefault("_scripts", {})
@@ -120,7 +120,7 @@ class RecordWindow:
     # --- record cache index ----------------------------------------------------------------
     @staticmethod
     def record_index_key(fingerprint: str) -> str:
-        return f"{P}rindex:{fingerprint}"
+        return keys.record_index(fingerprint)
 
     def index_records(self, fingerprint: str, part: str, records: Iterable[ImageRecord], pipe: Any = None) -> None:
         """`part` ("<job>/<part name>") holds these records: index the good ones computed for it (a
@@ -146,19 +146,19 @@ class RecordWindow:
         return [parts.get(i) if i is not None else None for i in ids]
 
     # --- stage caches ------------------------------------------------------------------------
-    def get_many(self, keys: Sequence[tuple[str, str]]) -> list[str | None]:
+    def get_many(self, wanted: Sequence[tuple[str, str]]) -> list[str | None]:
         """Stage outputs by (stage config, sha256); one hash per stage config, 16-byte fields."""
-        if not keys:
+        if not wanted:
             return []
         pipe = self.r.pipeline(transaction=False)
-        for bucket, sha in keys:
-            pipe.hget(f"{P}scache:{bucket}", sha_field(sha))
+        for bucket, sha in wanted:
+            pipe.hget(keys.stage_cache(bucket), sha_field(sha))
         return [v.decode() if v is not None else None for v in pipe.execute()]
 
     def set_many(self, values: Mapping[tuple[str, str], str]) -> None:
         pipe = self.r.pipeline(transaction=False)
         for (bucket, sha), value in values.items():
-            pipe.hset(f"{P}scache:{bucket}", sha_field(sha), value)
+            pipe.hset(keys.stage_cache(bucket), sha_field(sha), value)
         for bucket in {b for b, _ in values}:
-            pipe.expire(f"{P}scache:{bucket}", CACHE_TTL_S)
+            pipe.expire(keys.stage_cache(bucket), CACHE_TTL_S)
         pipe.execute()

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 
 import redis
 
+from app import keys
 from app.heartbeat import live_models, live_queues
 
 PRIORITY_STEPS = list(range(10))  # the transport's priority levels (app.factory configures kombu with them)
-STAGING = "vlmq:moving:"  # a message between two queues sits here, never only in this process's memory
 
 
 def kombu_sep() -> str:
@@ -87,7 +87,7 @@ def _move_one(r: redis.Redis, src_key: str, dst_key: str, target: str) -> bool:
     the two leaves it staged, and `recover_staged` finishes the move: nothing is lost, and since
     the transaction is all-or-nothing, nothing is moved twice.
     """
-    staging = f"{STAGING}{dst_key}"
+    staging = keys.moving(dst_key)
     raw = r.lmove(src_key, staging, "RIGHT", "LEFT")
     if raw is None:
         return False
@@ -105,9 +105,9 @@ def _deliver(r: redis.Redis, staging: str, dst_key: str, target: str, raw: bytes
 def recover_staged(r: redis.Redis) -> int:
     """Finish moves that a crash interrupted (messages left in a staging list)."""
     recovered = 0
-    for key in r.scan_iter(f"{STAGING}*", count=100):
+    for key in r.scan_iter(f"{keys.MOVING_PREFIX}*", count=100):
         staging = key.decode()
-        dst_key = staging[len(STAGING) :]
+        dst_key = staging[len(keys.MOVING_PREFIX) :]
         target = dst_key.split(kombu_sep(), 1)[0]
         while (raw := r.lindex(staging, -1)) is not None:
             _deliver(r, staging, dst_key, target, raw)

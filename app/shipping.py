@@ -15,7 +15,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from app import redis_full
+from app import keys, redis_full
 from app.claims import Claims, RedisClaims
 from app.decode import Prepared, PrepareLimits
 from app.heartbeat import live_queues
@@ -29,7 +29,6 @@ from config.settings import Settings
 from workers.registry import resolve_spec
 
 # Queues that prepare tasks use (CPU workers): never a destination for a GPU chain.
-PREPARE_QUEUES_KEY = "vlmq:prepare-queues"
 # Ride out a Redis restart (about a minute) before a publish is given up as failed.
 PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
 
@@ -106,7 +105,7 @@ class Shipper:
         self._hits: OrderedDict[str, ImageRecord] = OrderedDict()  # recent cache hits, for their duplicates
 
     def live_gpu_queues(self) -> list[str]:
-        cpu = {q.decode() for q in self.store.r.smembers(PREPARE_QUEUES_KEY)}
+        cpu = {q.decode() for q in self.store.r.smembers(keys.PREPARE_QUEUES)}
         return [q for q in live_queues(self.store.r) if q not in cpu]
 
     def resolve(self, prepared: list[Prepared], stats: SubmitStats) -> list[ItemState]:

@@ -10,11 +10,10 @@ from celery import Task
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
-from app import refs
+from app import keys, refs
 from app.celery import app, settings
 from app.chat import serve_batch
 from app.collect import drop_in_flight_if_collected
-from app.lifecycle import attempts_key
 from app.pipeline import chain_task_ids
 from app.poison import isolate
 from app.runtime import get_runtime
@@ -35,7 +34,7 @@ class StageTask(Task):
     typing = False
 
     def deliveries(self) -> int:
-        key = attempts_key(self.request.id, self.request.retries)
+        key = keys.attempts(self.request.id, self.request.retries)
         pipe = get_runtime(settings).store.r.pipeline()
         pipe.incr(key)
         pipe.expire(key, ATTEMPTS_TTL_S)
@@ -179,7 +178,7 @@ def finish(
         written,
         result_id,
         [
-            attempts_key(t, n)
+            keys.attempts(t, n)
             for t in chain_task_ids(batch.batch_id)
             for n in range(max(settings.stage_retries, BROKER_RETRIES) + 1)
         ],

@@ -22,10 +22,11 @@ from app import redis_full
 from app.collect import collect, drop_in_flight_if_collected, free_results
 from app.factory import create_app
 from app.heartbeat import live_workers
+from app.progress import JobProgress
 from app.results import ResultsDataset
 from app.routing import Rebalancer
 from app.schemas import ImageRecord
-from app.store import JobProgress, JobStore
+from app.store import JobStore
 from config.errors import JobStateError, PipelineError
 from config.settings import Settings, load_settings
 from producers.submit import Submitter

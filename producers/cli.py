@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
+from app.progress import JobProgress
 from app.schemas import ImageRecord
-from app.store import JobProgress
 from config.errors import PipelineError
 from config.prompts import load_prompt_set, shown
 from config.settings import Settings, load_settings
@@ -500,8 +500,8 @@ def workers(ctx, gpus, tp, engine, model, queue_prefix, first_index, log_dir) ->
 def fleet(ctx) -> None:
     """Live workers: queue, GPUs, the batch and stage each one is on now."""
     from app.heartbeat import live_workers
+    from app.redis_client import redis_client
     from app.routing import pending
-    from app.store import redis_client
 
     r = redis_client(settings_from(ctx))
     workers = live_workers(r)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from app.factory import create_app
+from app.redis_client import redis_client
 from app.routing import Rebalancer
-from app.store import redis_client
 from config.errors import ConfigError
 from config.settings import Settings
 from producers.local import WorkerProcess

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from app.store import JobProgress
+from app.progress import JobProgress
 from config.settings import Settings, redact_url
 from producers.api import Job
 from producers.export import export

@@ -19,6 +19,7 @@ from pathlib import Path
 from celery import Celery
 from celery.result import AsyncResult, GroupResult
 
+from app import keys
 from app.claims import LocalClaims
 from app.collect import collect, free_results
 from app.decode import Failed, Prepared, PrepareLimits
@@ -26,7 +27,6 @@ from app.factory import create_app
 from app.results import ResultsDataset
 from app.schemas import ItemState, JobSpec
 from app.shipping import (  # noqa: F401
-    PREPARE_QUEUES_KEY,
     PUBLISH_RETRY,
     Shipper,
     SubmitStats,
@@ -201,7 +201,7 @@ class Submitter:
         spec = JobSpec.from_settings(s, job_id, prompts, root_names(roots))
         spec.recursive = recursive
         if s.prepare_queue:
-            self.store.r.sadd(PREPARE_QUEUES_KEY, s.prepare_queue)  # GPU chains are never sent there
+            self.store.r.sadd(keys.PREPARE_QUEUES, s.prepare_queue)  # GPU chains are never sent there
         # the job's one producer keeps its claims on disk; prepare tasks on CPU workers share Redis's
         self.shipper = Shipper(
             s, self.celery, self.store, spec, queues, claims=None if s.prepare_queue else LocalClaims()

@@ -24,8 +24,9 @@ from fastapi.responses import JSONResponse
 
 from app.factory import create_app as create_celery
 from app.heartbeat import live_models, live_workers
+from app.redis_client import redis_client
 from app.routing import queue_for_model
-from app.store import JobStore, redis_client
+from app.store import JobStore
 from config.settings import Settings
 from producers.serve import convert, errors, images, jobs
 from producers.serve.batcher import MicroBatcher

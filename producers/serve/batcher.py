@@ -20,7 +20,8 @@ import redis.asyncio as aioredis
 from anyio import to_thread
 from celery import Celery
 
-from app.chat import CHAT_PRIORITY, ChatAnswer, ChatBatch, ChatItem, answer_key
+from app import keys
+from app.chat import CHAT_PRIORITY, ChatAnswer, ChatBatch, ChatItem
 from producers.serve.errors import ApiError
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -125,7 +126,7 @@ class MicroBatcher:
                 kwargsrepr="{}",
             )
         )
-        popped = await self.r.blpop([answer_key(batch_id)], timeout=self.timeout_s)
+        popped = await self.r.blpop([keys.chat_answers(batch_id)], timeout=self.timeout_s)
         if popped is None:
             self.celery.control.revoke(batch_id)  # nobody waits for it any more
             await self.r.delete(*chat.blob_keys)

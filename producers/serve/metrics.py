@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client import Counter as PromCounter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from app import keys
 from app.heartbeat import live_workers
 from app.routing import pending
 from app.store import JobStore
@@ -89,7 +90,7 @@ class FleetCollector:
         batches = CounterMetricFamily(
             "vlmq_worker_batches", "Batches run per worker and stage", labels=["worker", "stage"]
         )
-        for key in self.store.r.scan_iter("vlmq:worker:*", count=1000):
+        for key in self.store.r.scan_iter(f"{keys.WORKER_STATS_PREFIX}*", count=1000):
             worker = key.decode().split(":", 2)[2]
             for name, value in self.store.worker_stats(worker).items():
                 if name.endswith(".batches"):
