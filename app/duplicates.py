@@ -67,3 +67,14 @@ class Duplicates:
         for sha in shas:
             pipe.smembers(self.key(job_id, f"alias:{sha}"))
         return {sha: sorted(m.decode() for m in found) for sha, found in zip(shas, pipe.execute()) if found}
+
+    def add_alias_source(self, job_id: str, name: str, source: str) -> None:
+        """name → source of a duplicate copy (its record is written from the original's)."""
+        self.r.hset(self.key(job_id, "alias-sources"), name, source)
+        self.r.expire(self.key(job_id, "alias-sources"), self.ttl)
+
+    def alias_sources(self, job_id: str, names: Sequence[str]) -> dict[str, str]:
+        if not names:
+            return {}
+        found = self.r.hmget(self.key(job_id, "alias-sources"), list(names))
+        return {n: v.decode() for n, v in zip(names, found) if v is not None}

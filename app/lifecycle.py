@@ -13,11 +13,11 @@ from typing import Any
 from celery import signals
 
 from app import keys, logs
-from app.celery import settings
+from app.celery import app, settings
 from app.heartbeat import Heartbeat
 from app.poison import forget_running
 from app.pool import exit_now, on_exit, on_hand_back
-from app.runtime import get_runtime
+from app.runtime import process_runtime
 from workers.engine import engine_model_id
 from workers.orphans import stop_orphaned_engines
 
@@ -45,7 +45,7 @@ def _start_heartbeat(sender=None, **_):
     except Exception:  # a clean-up must never keep the heartbeat (liveness) from starting
         log.warning("orphaned engine clean-up failed", exc_info=True)
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
-    rt = get_runtime(settings)
+    rt = process_runtime(app)
     _heartbeat = Heartbeat(
         rt.store.r, sender.hostname, queues, model=engine_model_id(settings), engine_state=lambda: rt.engine_state
     ).start()
@@ -91,7 +91,7 @@ def _uncount_delivery() -> None:
     """A batch handed back on SIGTERM was not lost: its delivery must not count towards poison."""
     if not _running:
         return
-    r = get_runtime(settings).store.r
+    r = process_runtime(app).store.r
     r.decr(keys.attempts(_running["id"], _running["retries"]))
     forget_running(r, _running["id"])
     log.warning("batch handed back to its queue", extra={"task_id": _running["id"]})
@@ -105,7 +105,7 @@ def _release_engine() -> None:
     vLLM's finalizers tore its engine process down. Whatever is still running after this is
     stopped with the worker's process group, or by the next worker's orphan sweep.
     """
-    rt = get_runtime(settings)
+    rt = process_runtime(app)
     if rt.has_engine():
         closer = threading.Thread(target=rt.reset_engine, name="vlmq-engine-close", daemon=True)
         closer.start()
@@ -115,7 +115,7 @@ def _release_engine() -> None:
 @signals.worker_shutdown.connect
 def _exit_promptly(sender=None, **_):
     """Warm shutdown (plain SIGTERM): the same bounded release, then exit without lingering."""
-    rt = get_runtime(settings)
+    rt = process_runtime(app)
     if rt.has_engine() or _running:
         _release_engine()
         exit_now(getattr(sender, "exitcode", 0) or 0)

@@ -29,7 +29,7 @@ from app.entries import Entry, prepare_entry
 from app.fetch import is_url
 from app.orders import TASK_NAME, PrepareOrder
 from app.prepare_state import PrepareState
-from app.runtime import get_runtime
+from app.runtime import WorkerRuntime
 from app.shards import shard_entries, shard_error_name
 from app.shipping import Shipper, SubmitStats, write_failure
 from app.tables import TableError, TableFile, row_name, table_entries
@@ -167,8 +167,7 @@ def prepare_one(entry: Entry, limits: PrepareLimits, timeout_s: float) -> Prepar
         return Failed(entry.name, "decoding failed: out of memory", source=entry.source)
 
 
-def run_order(order: PrepareOrder, attempt: int) -> dict[str, int]:
-    rt = get_runtime(settings)
+def run_order(rt: WorkerRuntime, order: PrepareOrder, attempt: int) -> dict[str, int]:
     store, state = rt.store, PrepareState(rt.store, order.job_id)
     limits = PrepareLimits(**order.limits)
     counters: dict[str, Counted] = {}
@@ -176,16 +175,15 @@ def run_order(order: PrepareOrder, attempt: int) -> dict[str, int]:
     if store.is_cancelled(order.job_id):
         state.mark_order(order.index)
         return {"cancelled": 1}
-    if attempt > settings.max_attempts:  # killed its worker each time: record what is left, prepare nothing
+    if attempt > rt.settings.max_attempts:  # killed its worker each time: record what is left, prepare nothing
         reason = f"prepare task dead-lettered: delivered {attempt} times, worker lost each time"
         log.error(reason, extra={"job_id": order.job_id, "order": order.index})
-        store.dead_letter(order.job_id, order.task_id, reason)
         for entry in entries_of(order, limits, counters):
             if store.record(order.job_id, entry.name) is None:
                 write_failure(store, order.job_id, entry.name, reason, source=entry.source)
     else:
         spec = rt.spec(order.job_id)
-        ship_settings = settings.with_overrides(
+        ship_settings = rt.settings.with_overrides(
             batch_size=order.batch_size,
             blob_ttl_s=order.blob_ttl_s,
             max_inflight_batches=order.max_inflight_batches,
@@ -218,4 +216,4 @@ def run_order(order: PrepareOrder, attempt: int) -> dict[str, int]:
 
 @app.task(bind=True, base=StageTask, name=TASK_NAME)
 def prepare(self: StageTask, order: dict[str, Any]) -> dict[str, int]:
-    return run_order(PrepareOrder.model_validate(order), self.deliveries())
+    return run_order(self.runtime, PrepareOrder.model_validate(order), self.deliveries())

@@ -1,7 +1,9 @@
-"""Per-worker-process resources, created lazily on first use and kept for the process's life.
+"""Per-worker-process resources (engine, store, caches), created lazily on first use and kept for
+the process's life, held the way Celery's docs hold a database connection: a lazy property on the
+task base class (`RuntimeTask.runtime`).
 
-The engine is built inside the first task, not in `worker_process_init` (its 4 s alive timeout
-is far shorter than an engine start), and it is rebuilt if it dies.
+The engine is built inside the first task that needs it, not in `worker_process_init` (whose 4 s
+alive timeout is far shorter than an engine start), and it is rebuilt if it dies.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+
+from celery import Celery, Task
 
 from app import refs
 from app.results import ResultsDataset
@@ -129,11 +133,24 @@ class WorkerRuntime:
             self._images.pop(key, None)
 
 
-_runtime: WorkerRuntime | None = None
+class RuntimeTask(Task):
+    """Base class of vlmq's tasks: `self.runtime` is the process's one WorkerRuntime, shared by
+    every task class (one engine per worker process, not one per task)."""
+
+    typing = False
+    _shared: WorkerRuntime | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.conf.vlmq_settings
+
+    @property
+    def runtime(self) -> WorkerRuntime:
+        return process_runtime(self.app)
 
 
-def get_runtime(settings: Settings) -> WorkerRuntime:
-    global _runtime
-    if _runtime is None:
-        _runtime = WorkerRuntime(settings)
-    return _runtime
+def process_runtime(celery_app: Celery) -> WorkerRuntime:
+    """The worker process's runtime, for tasks and for the worker's signal handlers (app.lifecycle)."""
+    if RuntimeTask._shared is None:
+        RuntimeTask._shared = WorkerRuntime(celery_app.conf.vlmq_settings)
+    return RuntimeTask._shared

@@ -17,18 +17,15 @@ from celery import Celery
 
 from app import keys, redis_full
 from app.claims import Claims, RedisClaims
-from app.decode import Prepared, PrepareLimits
+from app.decode import Prepared
 from app.heartbeat import live_queues
 from app.pipeline import batch_chain, chain_task_ids
 from app.results import ResultsDataset
 from app.routing import least_loaded
 from app.schemas import BatchState, ImageRecord, ImageRef, ItemState, JobSpec
 from app.store import JobStore
-from config.errors import ConfigError, UnsupportedModelError
 from config.settings import Settings
-from workers.registry import resolve_spec
 
-# Queues that prepare tasks use (CPU workers): never a destination for a GPU chain.
 # Ride out a Redis restart (about a minute) before a publish is given up as failed.
 PUBLISH_RETRY = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
 
@@ -43,41 +40,6 @@ class SubmitStats:
     resumed: int = 0  # handled before an interruption: not shipped again
     batches: int = 0
     started: float = field(default_factory=time.time)
-
-
-def useful_edge(settings: Settings) -> int:
-    """The downscale target: the settings' edge, capped at what the model's processor uses."""
-    if settings.engine != "vllm":
-        return settings.max_image_edge
-    try:
-        return min(settings.max_image_edge, resolve_spec(settings.model, settings.model_family).max_image_edge)
-    except UnsupportedModelError:  # known, and not runnable: refused before a job exists
-        raise
-    except ConfigError:  # unknown family: the worker will say so; the settings' edge is safe
-        return settings.max_image_edge
-
-
-def limits_from(settings: Settings) -> PrepareLimits:
-    return PrepareLimits(
-        settings.max_file_bytes,
-        settings.max_pixels,
-        useful_edge(settings),
-        settings.jpeg_quality,
-        fetch_timeout_s=settings.fetch_timeout_s,
-        max_redirects=settings.max_redirects,
-    )
-
-
-def alias_sources_key(job_id: str) -> str:
-    """name → source of duplicate copies (their records are written from the original's)."""
-    return JobStore.key(job_id, "alias-sources")
-
-
-def alias_sources(store: JobStore, job_id: str, names: Sequence[str]) -> dict[str, str]:
-    if not names:
-        return {}
-    found = store.r.hmget(alias_sources_key(job_id), list(names))
-    return {n: v.decode() for n, v in zip(names, found) if v is not None}
 
 
 class Shipper:
@@ -189,8 +151,7 @@ class Shipper:
         """Record a copy of an image this job already has, once, from the original's record."""
         job_id = self.spec.job_id
         if copy.source is not None:  # before the alias: whoever writes its record finds its source
-            self.store.r.hset(alias_sources_key(job_id), copy.name, copy.source)
-            self.store.r.expire(alias_sources_key(job_id), self.store.ttl)
+            self.store.add_alias_source(job_id, copy.name, copy.source)
         self.store.add_alias(job_id, sha, copy.name)
         batch_id = self.claims.batch_of(sha)
         if batch_id is not None and not self.store.is_batch_done(job_id, batch_id):
@@ -228,13 +189,13 @@ class Shipper:
                 self._data.pop(item.ref.sha256, None)
             return False
         blobs = {i.ref.sha256: self._data.pop(i.ref.sha256) for i in items}
-        keys = (
+        refs = (
             self._write_shared(blobs)
             if self.settings.shared_dir
             else self.store.put_blobs(job_id, blobs, self.settings.blob_ttl_s)
         )
         for item in items:
-            item.ref.blob = keys[item.ref.sha256]
+            item.ref.blob = refs[item.ref.sha256]
         batch = BatchState(job_id=job_id, batch_id=batch_id, items=items)
         # published first: a batch counted as sent is one Redis has (a failed publish raises here)
         batch_chain(self.celery, batch, self.pick_queue()).apply_async(retry=True, retry_policy=PUBLISH_RETRY)
@@ -260,12 +221,12 @@ class Shipper:
     def _write_shared(self, blobs: dict[str, bytes]) -> dict[str, str]:
         folder = Path(self.settings.shared_dir) / self.spec.job_id
         folder.mkdir(parents=True, exist_ok=True)
-        keys = {}
+        paths = {}
         for sha, data in blobs.items():
             path = folder / f"{sha}.jpg"
             path.write_bytes(data)
-            keys[sha] = str(path)
-        return keys
+            paths[sha] = str(path)
+        return paths
 
     def wait_for_room(self) -> bool:
         """Block while too many batches are in flight; False once the job is cancelled."""

@@ -24,6 +24,7 @@ from pathlib import Path
 import redis
 from celery.result import AsyncResult
 
+from app.limits import limits_from
 from app.schemas import BatchState, ImageRef, ItemState, JobSpec
 from app.stages import StageContext, run_stage
 from bench.common import Timer, image_folder, redis_server, report, workers
@@ -33,7 +34,6 @@ from producers.api import submit
 from producers.local import WorkerProcess
 from producers.prepare import prepare_file
 from producers.scan import scan
-from producers.submit import limits_from
 from workers.engine import Engine
 from workers.test_engine import DeterministicTestEngine
 

@@ -172,6 +172,10 @@ def list_prompt_files(prompt_dir: Path) -> list[Path]:
     return sorted(p for p in prompt_dir.iterdir() if p.suffix == ".txt")
 
 
+def _primary_first(prompt: Prompt) -> tuple[bool, str]:
+    return "." in prompt.name, prompt.name  # the unsuffixed file leads its variants
+
+
 def load_prompt_set(prompt_dir: Path, classification: str = "default", max_bytes: int = MAX_PROMPT_BYTES) -> PromptSet:
     files = list_prompt_files(prompt_dir)
     cls_path = prompt_dir / f"classification_{classification}.txt"
@@ -188,10 +192,9 @@ def load_prompt_set(prompt_dir: Path, classification: str = "default", max_bytes
         stage, _, category, _variant = m.groups()
         target = defaults[stage] if category is None else tables[stage].setdefault(category.upper(), [])
         target.append(_read(path, max_bytes))
-    primary_first = lambda p: ("." in p.name, p.name)  # noqa: E731 - the unsuffixed file leads
     for table in (*tables.values(), defaults):
         for prompts in table.values():
-            prompts.sort(key=primary_first)
+            prompts.sort(key=_primary_first)
     for stage, prompts in defaults.items():
         if not prompts:
             raise PromptError(f"no {stage}_default.txt in {prompt_dir}: it is the fallback prompt")

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from app.entries import Entry
+from app.limits import limits_from
 from app.orders import TASK_NAME, order_settings
 from app.prepare_state import PrepareState
-from app.shipping import PUBLISH_RETRY, SubmitStats, limits_from, write_failure
+from app.shipping import PUBLISH_RETRY, SubmitStats, write_failure
 from producers import sources
 
 

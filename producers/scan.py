@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.names import display_name  # noqa: F401  (re-exported: producers import it from here)
+from app.names import display_name
 
 SORT_LIMIT = 100_000  # a directory with more entries is streamed in directory order, unsorted
 

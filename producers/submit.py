@@ -24,16 +24,11 @@ from app.claims import LocalClaims
 from app.collect import collect, free_results
 from app.decode import Failed, Prepared, PrepareLimits
 from app.factory import create_app
+from app.limits import limits_from
+from app.names import display_name
 from app.results import ResultsDataset
 from app.schemas import ItemState, JobSpec
-from app.shipping import (  # noqa: F401
-    PUBLISH_RETRY,
-    Shipper,
-    SubmitStats,
-    limits_from,
-    useful_edge,
-    write_failure,
-)
+from app.shipping import Shipper, SubmitStats, write_failure
 from app.store import JobStore
 from config.errors import JobNotFoundError, JobStateError
 from config.prompts import PromptSet, load_prompt_set
@@ -41,7 +36,6 @@ from config.settings import Settings
 from producers import sources
 from producers.lease import LEASE_TTL_S, LeaseKeeper
 from producers.pool import PreparePool
-from producers.scan import display_name
 
 log = logging.getLogger(__name__)
 GROUP_MAX_BATCHES = 1000  # jobs up to 32,000 images at batch size 32 get a saved GroupResult

@@ -75,7 +75,7 @@ def prepare_or_hang(path, name, limits, within=None):
     """A decode function that never returns for files named hang*: a stuck decoder."""
     import time
 
-    from producers.prepare import prepare_file
+    from app.decode import prepare_file
 
     if name.startswith("hang"):
         time.sleep(3600)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from app.decode import Failed, Prepared, PrepareLimits, prepare_file
 from producers.pool import PreparePool
-from producers.prepare import Failed, Prepared, PrepareLimits, prepare_file
 from producers.scan import scan
 from tests.conftest import WITHOUT_DAC
 from tests.images import BAD_FILES, jpeg_bytes, make_bad_files, png_declaring
@@ -59,7 +59,7 @@ def test_an_unreadable_file_is_an_error_record(tmp_path):
     path.write_bytes(jpeg_bytes(40, 30, (1, 2, 3)))
     path.chmod(0)
     code = (
-        "from producers.prepare import *; "
+        "from app.decode import *; "
         f"r = prepare_file({str(path)!r}, 'secret.jpg', PrepareLimits(2**20, 10**7, 64, 90)); print(r.reason)"
     )
     prefix = WITHOUT_DAC if os.geteuid() == 0 else []

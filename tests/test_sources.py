@@ -271,8 +271,8 @@ def test_preparation_on_a_cpu_queue_gives_every_source_kind_the_same_records_as_
 def test_a_prepare_order_delivered_again_ships_no_batch_twice(settings, start_worker, store, tmp_path):
     from dataclasses import asdict
 
+    from app.limits import limits_from
     from app.orders import TASK_NAME, order_settings
-    from app.shipping import limits_from
     from producers.sources import units
 
     make_good_images(tmp_path / "folder", 12)

@@ -177,7 +177,7 @@ def test_a_file_swapped_for_a_symlink_after_the_scan_is_never_read(
 
 
 def test_a_folder_swapped_for_a_symlink_after_the_scan_is_never_entered(tmp_path):
-    from producers.prepare import Failed, PrepareLimits, prepare_file
+    from app.decode import Failed, PrepareLimits, prepare_file
     from producers.scan import scan
 
     root, outside = tmp_path / "root", tmp_path / "outside"

@@ -45,7 +45,7 @@ def serve(ctx, host, port, api_keys, batch_window_ms, max_batch_size, job_roots)
     """HTTP API: OpenAI-compatible chat completions, jobs, /health and /metrics."""
     import uvicorn
 
-    from producers.cli import settings_from
+    from producers.cli_common import settings_from
     from producers.serve.app import create_app
 
     settings = settings_from(ctx)

@@ -17,8 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from app.decode import Failed
 from config.serve import ServeSettings
-from producers.prepare import Failed
 from producers.serve.errors import ApiError
 from producers.serve.images import check_address
 

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import httpx
 from anyio import to_thread
 
+from app.decode import Failed, Prepared, PrepareLimits, prepare_bytes
 from config.errors import ConfigError
 from config.serve import ServeSettings
 from config.settings import Settings
-from producers.prepare import Failed, Prepared, PrepareLimits, prepare_bytes
 from producers.serve.errors import ApiError
 from workers.registry import resolve_spec
 

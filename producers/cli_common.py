@@ -1,0 +1,101 @@
+"""What every `producer` command shares: settings from the root options, job ids, input checks, job flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+
+from config.errors import PipelineError
+from config.settings import Settings, load_settings
+
+console = Console(stderr=True)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
+    obj = ctx.find_root().obj or {}
+    return load_settings(obj.get("config"), broker_url=obj.get("broker_url"), **overrides)
+
+
+class JobIdType(click.ParamType):
+    """A job id or a unique prefix of one, resolved against Redis (read only) to the whole id."""
+
+    name = "JOB"
+
+    def convert(self, value, param, ctx):
+        from app.store import JobStore
+        from producers.jobref import resolve_job_id
+
+        try:
+            return resolve_job_id(JobStore.from_settings(settings_from(ctx)), value)
+        except PipelineError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+JOB_ID = JobIdType()
+
+
+def check_roots(roots, settings: Settings | None = None) -> None:
+    """Every root must be usable (a path that exists, a glob that matches, an http(s) URL, a table
+    with the image column); a bad one is a usage error, reported before anything is created."""
+    from producers.sources import check_sources
+
+    try:
+        check_sources(roots, settings or Settings())
+    except PipelineError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def check_not_empty(roots, recursive: bool, settings: Settings) -> None:
+    """Refuse input with nothing to process, before a job or a worker is started."""
+    from producers.sources import first_entry
+
+    try:
+        found = first_entry(roots, recursive, settings)
+    except PipelineError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if not found:
+        raise click.UsageError(
+            f"no files found in {', '.join(roots)} (extensions looked for: {' '.join(settings.extensions)})"
+        )
+
+
+def job_options(fn):
+    options = [
+        click.option("--recursive/--no-recursive", default=True, show_default=True),
+        click.option("--batch-size", type=int, help="Images per Celery task."),
+        click.option("--no-cache", is_flag=True, help="Recompute even what the cache knows."),
+        click.option("--score-threshold", type=float, help="Summarize only images scoring at least this."),
+        click.option("--categories-to-score", help="Comma-separated category letters to score."),
+        click.option("--categories-to-summarize", help="Comma-separated category letters to summarize."),
+        click.option("--classification-prompt", help="Use classification_NAME.txt."),
+        click.option("--prompt-dir", type=click.Path(file_okay=False), help="Folder of prompt files."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def job_overrides(
+    batch_size,
+    no_cache,
+    score_threshold,
+    categories_to_score,
+    categories_to_summarize,
+    classification_prompt,
+    prompt_dir,
+) -> dict[str, Any]:
+    return dict(
+        batch_size=batch_size,
+        use_cache=False if no_cache else None,
+        score_threshold=score_threshold,
+        categories_to_score=_csv(categories_to_score),
+        categories_to_summarize=_csv(categories_to_summarize),
+        classification_prompt=classification_prompt,
+        prompt_dir=prompt_dir,
+    )
