@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from app import keys
 from config.errors import BatchRejectedError, EngineError
-from config.settings import StageSampling
+from config.sampling import StageSampling
 from workers.engine import Completion, Engine, EngineRequest
 
 log = logging.getLogger(__name__)

@@ -17,12 +17,12 @@ WORKER_POOL = "app.pool:HandBackPool"
 
 def _transport_options(settings: Settings) -> dict[str, Any]:
     return {
-        "visibility_timeout": settings.visibility_timeout_s,
+        "visibility_timeout": settings.redis.visibility_timeout_s,
         "priority_steps": PRIORITY_STEPS,
         "queue_order_strategy": "priority",
         # Sweep for unacked messages past the visibility timeout (a lost worker's batch) every few
         # seconds rather than kombu's default of ~100 s; one range query on a sorted set each time.
-        "unacked_restore_interval": max(1, min(10, settings.visibility_timeout_s // 6)),
+        "unacked_restore_interval": max(1, min(10, settings.redis.visibility_timeout_s // 6)),
         "unacked_restore_throttle": 1,
         # A worker killed while it holds the restore lock would block every restore for the lock's
         # life (kombu's default: 300 s); keep it short, a sweep takes milliseconds.
@@ -30,23 +30,13 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _ssl_options(settings: Settings) -> dict[str, Any] | None:
-    if not settings.broker_url.startswith("rediss://"):
-        return None
-    import ssl
-
-    return {
-        "ssl_cert_reqs": ssl.CERT_REQUIRED,
-        "ssl_ca_certs": settings.redis_ssl_ca_certs,
-        "ssl_certfile": settings.redis_ssl_certfile,
-        "ssl_keyfile": settings.redis_ssl_keyfile,
-    }
-
-
 def create_app(settings: Settings) -> Celery:
     redis_full.install()  # a full Redis pauses this process's Redis calls instead of failing them
     celery_app = Celery(
-        "vlmq", broker=settings.broker_url, backend=settings.result_backend, include=["app.tasks", "app.prepare_task"]
+        "vlmq",
+        broker=settings.redis.url,
+        backend=settings.redis.backend_url,
+        include=["app.tasks", "app.prepare_task"],
     )
     transport = _transport_options(settings)
     celery_app.conf.update(
@@ -60,14 +50,14 @@ def create_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         broker_transport_options=transport,
-        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_s},
-        broker_use_ssl=_ssl_options(settings),
-        redis_backend_use_ssl=_ssl_options(settings),
+        result_backend_transport_options={"visibility_timeout": settings.redis.visibility_timeout_s},
+        broker_use_ssl=settings.redis.tls(),
+        redis_backend_use_ssl=settings.redis.tls(settings.redis.backend_url),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         result_backend_always_retry=True,
         result_backend_max_retries=1_000_000,
-        result_expires=settings.result_expires_s,
+        result_expires=settings.redis.result_expires_s,
         # A result holds the return value only: with result_extended it would also keep the task's
         # arguments, a whole batch (about 700 bytes an image) until the result is freed.
         result_extended=False,

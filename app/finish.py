@@ -58,7 +58,7 @@ def finish(
         [
             keys.attempts(t, n)
             for t in chain_task_ids(batch.batch_id)
-            for n in range(max(settings.stage_retries, BROKER_RETRIES) + 1)
+            for n in range(max(settings.engine.stage_retries, BROKER_RETRIES) + 1)
         ],
     )
     rt.forget_images([i.ref.blob for i in batch.items])

@@ -10,22 +10,25 @@ from workers.registry import resolve_spec
 
 def useful_edge(settings: Settings) -> int:
     """The downscale target: the settings' edge, capped at what the model's processor uses."""
-    if settings.engine != "vllm":
-        return settings.max_image_edge
+    if settings.engine.backend != "vllm":
+        return settings.images.max_image_edge
     try:
-        return min(settings.max_image_edge, resolve_spec(settings.model, settings.model_family).max_image_edge)
+        return min(
+            settings.images.max_image_edge,
+            resolve_spec(settings.engine.model, settings.engine.model_family).max_image_edge,
+        )
     except UnsupportedModelError:  # known, and not runnable: refused before a job exists
         raise
     except ConfigError:  # unknown family: the worker will say so; the settings' edge is safe
-        return settings.max_image_edge
+        return settings.images.max_image_edge
 
 
 def limits_from(settings: Settings) -> PrepareLimits:
     return PrepareLimits(
-        settings.max_file_bytes,
-        settings.max_pixels,
+        settings.images.max_file_bytes,
+        settings.images.max_pixels,
         useful_edge(settings),
-        settings.jpeg_quality,
-        fetch_timeout_s=settings.fetch_timeout_s,
-        max_redirects=settings.max_redirects,
+        settings.images.jpeg_quality,
+        fetch_timeout_s=settings.images.fetch_timeout_s,
+        max_redirects=settings.images.max_redirects,
     )

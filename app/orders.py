@@ -37,8 +37,8 @@ def order_settings(settings_) -> dict[str, Any]:
         "batch_size": settings_.batch_size,
         "max_inflight_batches": settings_.max_inflight_batches,
         "blob_ttl_s": settings_.blob_ttl_s,
-        "decode_timeout_s": settings_.decode_timeout_s,
+        "decode_timeout_s": settings_.images.decode_timeout_s,
         "shared_dir": str(Path(settings_.shared_dir)) if settings_.shared_dir else None,
-        "extensions": list(settings_.extensions),
-        "image_column": settings_.image_column,
+        "extensions": list(settings_.images.extensions),
+        "image_column": settings_.images.image_column,
     }

@@ -18,17 +18,10 @@ def redis_client(settings: Settings, url: str | None = None, retry_s: float = 60
     """A client that rides out a Redis restart (retries with backoff for about `retry_s`) and
     waits while Redis is full (app.redis_full)."""
     redis_full.install()
-    kwargs: dict[str, Any] = {}
-    if (url or settings.broker_url).startswith("rediss://"):
-        kwargs.update(
-            ssl_ca_certs=settings.redis_ssl_ca_certs,
-            ssl_certfile=settings.redis_ssl_certfile,
-            ssl_keyfile=settings.redis_ssl_keyfile,
-            ssl_cert_reqs="required",
-        )
+    kwargs: dict[str, Any] = settings.redis.tls(url) or {}
     retries = max(1, int(retry_s / 2))
     return redis.Redis.from_url(
-        url or settings.broker_url,
+        url or settings.redis.url,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         socket_timeout=30,

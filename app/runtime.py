@@ -45,7 +45,8 @@ class WorkerRuntime:
         with self._lock:
             if self._engine is None:
                 log.info(
-                    "loading engine", extra={"engine": self.settings.engine, "model": engine_model_id(self.settings)}
+                    "loading engine",
+                    extra={"engine": self.settings.engine.backend, "model": engine_model_id(self.settings)},
                 )
                 self._set_engine_state("loading")
                 try:
@@ -113,7 +114,7 @@ class WorkerRuntime:
             else:
                 try:
                     found[sha] = refs.read_shared(
-                        key, sha, job_id, self.settings.shared_dir, self.settings.max_file_bytes
+                        key, sha, job_id, self.settings.shared_dir, self.settings.images.max_file_bytes
                     )
                 except refs.RefusedReference as exc:
                     log.warning("shared image refused", extra={"path": key, "error": str(exc)})

@@ -10,7 +10,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from config.prompts import PromptSet
-from config.settings import Sampling, Settings, resolve_location
+from config.sampling import Sampling
+from config.settings import Settings, resolve_location
 from workers.engine import engine_model_id
 
 Stage = Literal["classify", "score", "summary"]
@@ -51,9 +52,9 @@ class JobSpec(BaseModel):
             system_prompt=settings.system_prompt,
             sampling=settings.sampling,
             model=engine_model_id(settings),
-            score_threshold=settings.score_threshold,
-            categories_to_score=settings.categories_to_score,
-            categories_to_summarize=settings.categories_to_summarize,
+            score_threshold=settings.conditions.score_threshold,
+            categories_to_score=settings.conditions.categories_to_score,
+            categories_to_summarize=settings.conditions.categories_to_summarize,
             use_cache=settings.use_cache,
             batch_size=settings.batch_size,
             queues=settings.queues,

@@ -39,7 +39,7 @@ class JobStore(JobMeta, Duplicates, Blobs, RecordWindow, BatchMarks, ProgressRea
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JobStore:
-        return cls(redis_client(settings), settings.job_ttl_s)
+        return cls(redis_client(settings), settings.redis.job_ttl_s)
 
     def finish_batch(
         self,

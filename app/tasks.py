@@ -60,7 +60,7 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
         return batch
     except Exception as exc:  # EngineDeadError, or an unexpected fault that may have broken the engine
         rt.reset_engine()
-        _retry_or_give_up(task, stage, batch, exc, settings.stage_retries, ids)
+        _retry_or_give_up(task, stage, batch, exc, settings.engine.stage_retries, ids)
         return batch
     after = rt.engine_stats()
     delta = {k: v - before.get(k, 0.0) for k, v in after.items()}

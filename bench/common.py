@@ -49,13 +49,7 @@ def workers(
     try:
         for i in range(n):
             queue = settings.queues[i % len(settings.queues)]
-            base = {
-                "VLMQ_BROKER_URL": settings.broker_url,
-                "VLMQ_ENGINE": settings.engine,
-                "VLMQ_MODEL": settings.model,
-                "VLMQ_LOG_LEVEL": "WARNING",
-                **env,
-            }
+            base = {**settings.worker_environment(), "VLMQ_LOG_LEVEL": "WARNING", **env}
             log = (log_dir or Path(tempfile.gettempdir())) / f"bench-worker-{i}.log"
             proc = WorkerProcess(
                 queue,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 from celery.result import AsyncResult
+from producers.prepare import prepare_file
 
 from app.limits import limits_from
 from app.schemas import BatchState, ImageRef, ItemState, JobSpec
@@ -32,7 +33,6 @@ from config.prompts import load_prompt_set
 from config.settings import Settings
 from producers.api import submit
 from producers.local import WorkerProcess
-from producers.prepare import prepare_file
 from producers.scan import scan
 from workers.engine import Engine
 from workers.test_engine import DeterministicTestEngine
@@ -49,7 +49,7 @@ def plain_loop(
     images: dict[str, bytes] = {}
     ctx = StageContext(engine=lambda: engine, spec=spec, images=lambda items: images)
     batch, done = [], 0
-    entries = list(scan([folder], True, settings.extensions))
+    entries = list(scan([folder], True, settings.images.extensions))
     for i, entry in enumerate(entries):
         p = prepare_file(entry.path, entry.name, limits)
         images[p.sha256] = p.data
@@ -69,7 +69,7 @@ def plain_loop(
 
 def bare_chain_seconds(settings: Settings, images: int) -> float:
     """Publish one bare chain per batch to a bare worker and wait for every last link's result."""
-    os.environ["VLMQ_BROKER_URL"] = settings.broker_url  # bench.bare_app reads its settings at import
+    os.environ["VLMQ_REDIS__URL"] = settings.redis.url  # bench.bare_app reads its settings at import
     from bench.bare_app import app as bare
     from bench.bare_app import bare_chain
 
@@ -77,7 +77,7 @@ def bare_chain_seconds(settings: Settings, images: int) -> float:
     queue = f"bare-{uuid.uuid4().hex[:6]}"
     worker = WorkerProcess(
         queue,
-        {"VLMQ_BROKER_URL": settings.broker_url},
+        {"VLMQ_REDIS__URL": settings.redis.url},
         name=f"bare-{queue}@bench",
         app="bench.bare_app",
         extra_args=["--loglevel", "WARNING"],
@@ -92,7 +92,7 @@ def bare_chain_seconds(settings: Settings, images: int) -> float:
                 for i in range(0, images, settings.batch_size)
             ]
             keys = [bare.backend.get_key_for_task(task_id) for task_id in last]
-            client = redis.Redis.from_url(settings.broker_url)
+            client = redis.Redis.from_url(settings.redis.url)
             while not all(client.mget(keys)):
                 time.sleep(0.01)
         assert all(AsyncResult(task_id, app=bare).successful() for task_id in last)
@@ -109,16 +109,16 @@ def round_trips_per_batch(settings: Settings, folder: Path, images: int) -> tupl
     """Producer and worker round trips per batch, counted by the server (its write events)."""
     batches = -(-images // settings.batch_size)
     settings = settings.with_overrides(max_inflight_batches=batches + 1, queues=["trips"])
-    before = writes(settings.broker_url)
+    before = writes(settings.redis.url)
     job = submit(folder, settings)  # no worker yet: only the producer talks to Redis
-    producer = writes(settings.broker_url) - before
+    producer = writes(settings.redis.url) - before
     idle = settings.with_overrides(queues=["trips-idle"])
     with workers(idle, 1) as (proc,):  # started on an empty queue: its start-up is not counted
         time.sleep(1)
-        started = writes(settings.broker_url)
+        started = writes(settings.redis.url)
         job.celery.control.add_consumer("trips", destination=[proc.name], reply=True)
         job.wait(timeout=600, poll_s=0.5)
-        worker = writes(settings.broker_url) - started
+        worker = writes(settings.redis.url) - started
     return producer / batches, worker / batches
 
 
@@ -130,12 +130,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, redis_server() as url:
         folder = image_folder(Path(tmp), args.images)
         settings = Settings(
-            broker_url=url,
-            engine="test",
             batch_size=args.batch_size,
             queues=["bench0"],
             max_inflight_batches=16,
             use_cache=False,
+            redis={"url": url},
+            engine={"backend": "test"},
         )
         with Timer() as loop_t:
             loop_done = plain_loop(settings, folder)

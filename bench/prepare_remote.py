@@ -78,14 +78,14 @@ def producer(args: argparse.Namespace) -> None:
     from producers.submit import Submitter
 
     settings = Settings(
-        broker_url=args.broker,
-        engine="test",
         queues=[args.gpu_queue],
         batch_size=8,
         prepare_chunk=8,
         use_cache=False,
-        prepare_workers=2,
         prepare_queue=args.prepare_queue,
+        redis={"url": args.broker},
+        engine={"backend": "test"},
+        images={"prepare_workers": 2},
     )
     submitter = Submitter(settings)
     started = time.perf_counter()
@@ -139,8 +139,8 @@ def main() -> None:
         make_photos(folder, args.images)
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("VLMQ_")},
-            "VLMQ_BROKER_URL": broker,
-            "VLMQ_ENGINE": "test",
+            "VLMQ_REDIS__URL": broker,
+            "VLMQ_ENGINE__BACKEND": "test",
             "VLMQ_LOG_LEVEL": "WARNING",
         }
         cpu_env = {**env, "VLMQ_PREPARE_ROOTS": json.dumps([str(folder)])}  # storage shared with the producer
@@ -163,7 +163,7 @@ def main() -> None:
         ]
         from app.factory import create_app
 
-        celery_app = create_app(Settings(broker_url=broker))
+        celery_app = create_app(Settings(redis={"url": broker}))
         try:
             for p in procs:
                 p.start().wait_ready(celery_app, 120)

@@ -23,7 +23,9 @@ from producers.api import submit
 def work(sizes: list[int], batch_size: int) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, redis_server() as url:
-        settings = Settings(broker_url=url, engine="test", batch_size=batch_size, queues=["bench0"], use_cache=False)
+        settings = Settings(
+            batch_size=batch_size, queues=["bench0"], use_cache=False, redis={"url": url}, engine={"backend": "test"}
+        )
         with workers(settings, 1):
             for n in sizes:
                 folder = image_folder(Path(tmp), n, size=(32, 24))
@@ -47,14 +49,14 @@ def by_workers(counts: list[int], images: int, delay: float, batch_size: int) ->
         for n in counts:
             queues = [f"gpu{i}-{uuid.uuid4().hex[:4]}" for i in range(n)]
             settings = Settings(
-                broker_url=url,
-                engine="test",
                 batch_size=batch_size,
                 queues=queues,
                 use_cache=False,
                 max_inflight_batches=4 * n,
+                redis={"url": url},
+                engine={"backend": "test"},
             )
-            with workers(settings, n, VLMQ_TEST_ENGINE_DELAY_S=str(delay)):
+            with workers(settings, n, VLMQ_ENGINE__TEST_DELAY_S=str(delay)):
                 with Timer() as t:
                     progress = submit(folder, settings).wait(timeout=1800, poll_s=0.05)
             assert progress.outcomes.get("done") == images, progress.outcomes

@@ -58,16 +58,16 @@ def run(images: int, batch_size: int, model: str | None, image_size: tuple[int, 
         warm = image_folder(root / "warm", args.batch_size, size=image_size)
         folder = image_folder(root, args.images, size=image_size)
         settings = Settings(
-            broker_url=url,
-            engine="vllm",
-            model=model,
             batch_size=args.batch_size,
             queues=["vllm0"],
             use_cache=False,
             max_inflight_batches=4,
-            tensor_parallel_size=tp,
+            redis={"url": url},
+            engine={"backend": "vllm", "model": model, "tensor_parallel_size": tp},
         )
-        with workers(settings, 1, log_dir=root, timeout=120, VLMQ_USE_CACHE="false", VLMQ_TENSOR_PARALLEL_SIZE=str(tp)):
+        with workers(
+            settings, 1, log_dir=root, timeout=120, VLMQ_USE_CACHE="false", VLMQ_ENGINE__TENSOR_PARALLEL_SIZE=str(tp)
+        ):
             submit(warm, settings).wait(timeout=600)  # the worker builds its engine on this job
             with Timer() as pipe_t:
                 progress = submit(folder, settings).wait(timeout=1200, poll_s=0.05)

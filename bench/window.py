@@ -57,8 +57,8 @@ def cli(settings: Settings, *args: str) -> tuple[str, float]:
     """Run the producer CLI; returns its stdout and its own peak RSS in MB (wait4's rusage)."""
     env = {
         **os.environ,
-        "VLMQ_BROKER_URL": settings.broker_url,
-        "VLMQ_ENGINE": "test",
+        "VLMQ_REDIS__URL": settings.redis.url,
+        "VLMQ_ENGINE__BACKEND": "test",
         "VLMQ_QUEUES": json.dumps(settings.queues),
         "VLMQ_RESULTS_DIR": settings.results_dir,
         "VLMQ_BATCH_SIZE": str(settings.batch_size),
@@ -119,7 +119,9 @@ def main() -> None:
     root = Path(tempfile.gettempdir()) / "vlmq-bench-window"
     small, large = image_folder(root, args.small), image_folder(root, args.large)
     with redis_server() as url, tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(broker_url=url, engine="test", queues=["window0"], results_dir=f"{tmp}/results")
+        settings = Settings(
+            queues=["window0"], results_dir=f"{tmp}/results", redis={"url": url}, engine={"backend": "test"}
+        )
         r = redis.Redis.from_url(url)
         with workers(settings, 1):
             jobs = [

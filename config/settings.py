@@ -1,18 +1,22 @@
 """The one settings object: defaults < YAML file < environment (VLMQ_*) < explicit overrides.
 
-Every component receives a `Settings` instance; nothing reads the environment on its own.
-Nested values come from the environment with `__` as separator, e.g.
-`VLMQ_SAMPLING__SUMMARY__MAX_TOKENS=128`, or as JSON: `VLMQ_QUEUES='["gpu0","gpu1"]'`.
+Every component receives a `Settings` instance; nothing reads the environment on its own. Settings
+come in groups (redis, images, engine, sampling, conditions, serve) beside the job-level fields.
+Nested values come from the environment with `__` as separator, e.g. `VLMQ_REDIS__URL=redis://…`,
+`VLMQ_ENGINE__MODEL=…`, `VLMQ_SAMPLING__SUMMARY__MAX_TOKENS=128`, or as JSON:
+`VLMQ_QUEUES='["gpu0","gpu1"]'`. A partial group (one field, from any source) keeps the group's
+other defaults.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,56 +24,12 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from config.groups import Conditions, EngineSettings, ImageSettings, RedisSettings
+from config.sampling import Sampling
 from config.serve import ServeSettings
 
 PACKAGE_PROMPT_DIR = Path(__file__).parent / "prompts"
 ENV_PREFIX = "VLMQ_"
-
-
-class StageSampling(BaseModel):
-    """Sampling for one stage; part of the stage's cache key. Unknown names are an error, not ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=-1)  # 0 or -1: all tokens
-    min_p: float = Field(0.0, ge=0, le=1)
-    max_tokens: int = Field(64, ge=1, le=8192)
-    min_tokens: int = Field(0, ge=0)
-    seed: int | None = 0
-    stop: list[str] = []
-    repetition_penalty: float = Field(1.0, gt=0)
-    presence_penalty: float = Field(0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)
-
-
-# Each stage's own defaults; a partial override (one field, from env, YAML or a flag) merges into them.
-STAGE_SAMPLING_DEFAULTS: dict[str, dict[str, Any]] = {
-    "classify": {"max_tokens": 4},
-    "score": {"max_tokens": 96},
-    "summary": {"max_tokens": 192, "min_tokens": 1},  # never an empty summary
-}
-
-
-class Sampling(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    classify: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["classify"])
-    score: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["score"])
-    summary: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["summary"])
-
-    @model_validator(mode="before")
-    @classmethod
-    def _merge_stage_defaults(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        merged = dict(value)
-        for stage, defaults in STAGE_SAMPLING_DEFAULTS.items():
-            given = value.get(stage)
-            if isinstance(given, dict):
-                merged[stage] = {**defaults, **given}
-        return merged
 
 
 def config_file_candidates(component: str = "vlmq") -> list[Path]:
@@ -104,22 +64,18 @@ def resolve_location(location: str) -> str:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", validate_default=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
-    # --- transport -------------------------------------------------------------------------
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    result_backend: str | None = None  # defaults to broker_url
-    queues: list[str] = ["gpu0"]
-    # Redis re-delivers an unacked task after this many seconds; keep it above the slowest batch.
-    visibility_timeout_s: int = Field(3600, ge=5)
-    result_expires_s: int = 7 * 24 * 3600
-    job_ttl_s: int = 30 * 24 * 3600  # job records outlive Celery's result expiry
-    redis_ssl_ca_certs: str | None = None
-    redis_ssl_certfile: str | None = None
-    redis_ssl_keyfile: str | None = None
+    redis: RedisSettings = RedisSettings()
+    images: ImageSettings = ImageSettings()
+    engine: EngineSettings = EngineSettings()
+    sampling: Sampling = Sampling()
+    conditions: Conditions = Conditions()
+    serve: ServeSettings = ServeSettings()  # the HTTP service (producer serve)
 
-    # --- batching and backpressure ---------------------------------------------------------
+    # --- queues, batching and backpressure -------------------------------------------------
+    queues: list[str] = ["gpu0"]
     batch_size: int = Field(32, ge=1, le=1024)
     max_inflight_batches: int = Field(8, ge=1)
     blob_ttl_s: int = Field(24 * 3600, ge=60)
@@ -137,22 +93,6 @@ class Settings(BaseSettings):
     # there. Otherwise only workers on the producer's host do, and a collector drains the rest.
     results_shared: bool = False
 
-    # --- images ----------------------------------------------------------------------------
-    extensions: list[str] = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"]
-    max_file_bytes: int = 64 * 1024 * 1024
-    max_pixels: int = 80_000_000  # larger declared sizes are treated as decompression bombs
-    max_image_edge: int = Field(768, ge=16)  # downscale target (longest edge); never upscales
-    jpeg_quality: int = Field(90, ge=30, le=100)
-    follow_symlinks: bool = False  # a symlink to a file outside the submitted root is refused otherwise
-    report_other_files: bool = True  # files without an image extension get an error record
-    report_hidden_files: bool = True  # dotfiles and dot-folders get a "skipped: hidden" record each
-    prepare_workers: int | None = None  # image-decoding processes; default: one per core
-    decode_timeout_s: float = 30.0
-    decode_memory_mb: int = 2048  # address-space limit of each decoding process
-    fetch_timeout_s: float = Field(30.0, gt=0)  # one URL's whole download (http/https only)
-    max_redirects: int = Field(3, ge=0, le=10)  # followed only to http(s) URLs
-    image_column: str = "image"  # Parquet / Arrow datasets: the column holding the image
-
     # --- preparation on a CPU queue (app.prepare_task) -------------------------------------
     # Set (e.g. "cpu"): the producer only lists sources and enqueues prepare tasks there, for
     # `celery -A app worker -Q cpu -P prefork -c N` on any host; unset: its own pool prepares.
@@ -163,59 +103,15 @@ class Settings(BaseSettings):
     # could make the worker read any image on its host. Empty: local paths refused, URLs only.
     prepare_roots: list[Path] = []
 
-    # --- engine ----------------------------------------------------------------------------
-    engine: Literal["vllm", "test"] = "vllm"
-    model: str = "HuggingFaceTB/SmolVLM-256M-Instruct"
-    model_family: str | None = None  # registry key; guessed from the model name when unset
-    tensor_parallel_size: int = Field(1, ge=1)
-    dtype: str = "auto"
-    max_model_len: int | None = None
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    max_num_seqs: int | None = None
-    limit_mm_per_prompt: dict[str, int] = {"image": 1}
-    enforce_eager: bool | None = None  # None: on for the CPU backend, off on GPUs
-    enable_prefix_caching: bool = True
-    # CPU backend only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE); without it vLLM reserves
-    # gpu_memory_utilization of all host memory, which a shared machine rarely has free.
-    cpu_kvcache_space_gb: int = Field(2, ge=1)
-    stage_retries: int = Field(2, ge=0)  # retries of a stage whose engine failed outright
-    engine_kwargs: dict[str, Any] = {}  # passed through to vllm.LLM for options not listed here
-    test_engine_delay_s: float = 0.0  # deterministic test engine: sleep per batch (simulates a GPU)
-    test_engine_fail_on: list[str] = []  # deterministic test engine: sha256 prefixes that fail
-    test_engine_exit_on: list[str] = []  # deterministic test engine: sha256 prefixes that kill the process
-
-    # --- prompts and conditions ------------------------------------------------------------
+    # --- prompts ---------------------------------------------------------------------------
     prompt_dir: Path = PACKAGE_PROMPT_DIR
     classification_prompt: str = "default"
     max_prompt_bytes: int = Field(256 * 1024, ge=1024)  # per prompt file; prompts travel with every job
     system_prompt: str = "You are a careful visual analyst. Answer exactly in the requested format."
-    sampling: Sampling = Sampling()
-    score_threshold: float | None = None
-    categories_to_score: list[str] | None = None
-    categories_to_summarize: list[str] | None = None
 
     # --- observability ---------------------------------------------------------------------
     log_json: bool = True
     log_level: str = "INFO"
-
-    # --- HTTP service (producer serve) -----------------------------------------------------
-    serve: ServeSettings = ServeSettings()
-
-    @field_validator("extensions")
-    @classmethod
-    def _lower_dotted(cls, value: list[str]) -> list[str]:
-        return [e.lower() if e.startswith(".") else f".{e.lower()}" for e in value]
-
-    @field_validator("categories_to_score", "categories_to_summarize")
-    @classmethod
-    def _upper(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else [c.strip().upper() for c in value if c.strip()]
-
-    @model_validator(mode="after")
-    def _defaults(self) -> Settings:
-        if self.result_backend is None:
-            self.result_backend = self.broker_url
-        return self
 
     @classmethod
     def settings_customise_sources(
@@ -227,15 +123,54 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources = [init_settings, env_settings]
-        path = find_config_file()
+        path = settings_cls.model_config.get("yaml_file") or find_config_file()
         if path is not None:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
 
     def with_overrides(self, **overrides: Any) -> Settings:
-        """A copy with CLI flags applied; `None` means "flag not given"."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        return self.model_validate({**self.model_dump(), **given}) if given else self
+        """A copy with overrides applied, groups as dicts (`engine={"model": m}`); `None` means
+        "flag not given", at any depth, and a partial group keeps the group's other values."""
+        given = _given(overrides)
+        return self.model_validate(_merged(self.model_dump(), given)) if given else self
+
+    def worker_environment(self) -> dict[str, str]:
+        """These settings as VLMQ_* variables, for a worker process started from here (only what
+        differs from the defaults; the config file, if any, travels as VLMQ_CONFIG)."""
+        config_file = self.model_config.get("yaml_file")
+        env: dict[str, str] = {f"{ENV_PREFIX}CONFIG": str(config_file)} if config_file else {}
+        defaults = Settings.model_construct().model_dump(mode="json")
+        for name, value in self.model_dump(mode="json").items():
+            if isinstance(value, dict) and name != "sampling":
+                for field, v in value.items():
+                    if v != defaults[name].get(field) and v is not None:
+                        env[f"{ENV_PREFIX}{name.upper()}__{field.upper()}"] = _env_value(v)
+            elif value != defaults[name] and value is not None:
+                env[f"{ENV_PREFIX}{name.upper()}"] = _env_value(value)
+        return env
+
+
+def _env_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _given(overrides: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and not isinstance(value, BaseModel):
+            value = _given(value)
+            if not value:
+                continue
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in given.items():
+        out[key] = _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
 
 
 def redact_url(url: str | None) -> str | None:
@@ -252,8 +187,11 @@ def redact_url(url: str | None) -> str | None:
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Build settings from defaults, an optional YAML file, the environment and overrides."""
-    if config_file is not None:
-        # Exported, not just read: worker processes started from here must see the same file.
-        os.environ[f"{ENV_PREFIX}CONFIG"] = str(find_config_file(config_file))
-    return Settings().with_overrides(**overrides)
+    """Build settings from defaults, a YAML file (the one given, else VLMQ_CONFIG, else the usual
+    places), the environment and overrides. Nothing is written to the environment: a worker started
+    from here gets the file's path from `worker_environment()`."""
+    path = find_config_file(config_file)
+    cls = Settings
+    if path is not None:
+        cls = type("Settings", (Settings,), {"model_config": {**Settings.model_config, "yaml_file": str(path)}})
+    return cls().with_overrides(**overrides)

@@ -17,7 +17,7 @@ from producers.serve.command import serve
 
 @click.group()
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="YAML settings file.")
-@click.option("--broker-url", help="Redis URL (default from VLMQ_BROKER_URL or the config file).")
+@click.option("--broker-url", help="Redis URL (default from VLMQ_REDIS__URL or the config file).")
 @click.pass_context
 def main(ctx: click.Context, config: str | None, broker_url: str | None) -> None:
     """Push folders of images through a VLM: classify → score → summarize, on Celery + Redis."""
@@ -63,7 +63,7 @@ def run_cli() -> None:
     except (OperationalError, RedisConnectionError) as exc:
         console.print(
             f"[red]error:[/red] Redis did not answer ({escape(str(exc))}). Nothing more was submitted; "
-            "batches already sent are safe in Redis. Check VLMQ_BROKER_URL and retry: "
+            "batches already sent are safe in Redis. Check VLMQ_REDIS__URL and retry: "
             "images already done are served from the cache."
         )
         sys.exit(3)

@@ -19,7 +19,7 @@ def _csv(value: str | None) -> list[str] | None:
 
 def settings_from(ctx: click.Context, **overrides: Any) -> Settings:
     obj = ctx.find_root().obj or {}
-    return load_settings(obj.get("config"), broker_url=obj.get("broker_url"), **overrides)
+    return load_settings(obj.get("config"), **overrides, redis={"url": obj.get("broker_url")})
 
 
 class JobIdType(click.ParamType):
@@ -61,7 +61,7 @@ def check_not_empty(roots, recursive: bool, settings: Settings) -> None:
         raise click.UsageError(str(exc)) from exc
     if not found:
         raise click.UsageError(
-            f"no files found in {', '.join(roots)} (extensions looked for: {' '.join(settings.extensions)})"
+            f"no files found in {', '.join(roots)} (extensions looked for: {' '.join(settings.images.extensions)})"
         )
 
 
@@ -93,9 +93,11 @@ def job_overrides(
     return dict(
         batch_size=batch_size,
         use_cache=False if no_cache else None,
-        score_threshold=score_threshold,
-        categories_to_score=_csv(categories_to_score),
-        categories_to_summarize=_csv(categories_to_summarize),
+        conditions={
+            "score_threshold": score_threshold,
+            "categories_to_score": _csv(categories_to_score),
+            "categories_to_summarize": _csv(categories_to_summarize),
+        },
         classification_prompt=classification_prompt,
         prompt_dir=prompt_dir,
     )

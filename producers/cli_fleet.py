@@ -26,7 +26,7 @@ def workers(ctx, gpus, tp, engine, model, queue_prefix, first_index, log_dir) ->
 
     from producers.fleet import plan_workers, supervise
 
-    settings = settings_from(ctx, engine=engine, model=model)
+    settings = settings_from(ctx, engine={"backend": engine, "model": model})
     Path(log_dir).mkdir(parents=True, exist_ok=True)
     ids = [g.strip() for g in gpus.split(",") if g.strip()]
     supervise(

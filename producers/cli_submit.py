@@ -50,9 +50,9 @@ def submit(
         max_inflight_batches=max_inflight,
         shared_dir=shared_dir,
         queues=list(queues) or None,
-        image_column=image_column,
         prepare_queue=prepare_on,
         **job_overrides(**job),
+        images={"image_column": image_column},
     )
     check_roots(roots, settings)
     check_not_empty(roots, recursive, settings)
@@ -104,9 +104,9 @@ def run(ctx, roots, recursive, model, engine, output_dir, **job) -> None:
     """The whole job on this machine: Redis (embedded if none answers), a worker, results in OUTPUT_DIR."""
     from producers.run import Interrupted, default_model, run_local
 
-    if model is None and "model" not in settings_from(ctx).model_fields_set:
+    if model is None and "model" not in settings_from(ctx).engine.model_fields_set:
         model = default_model()  # the GPU default on a GPU machine, unless env or YAML name a model
-    settings = settings_from(ctx, model=model, engine=engine, **job_overrides(**job))
+    settings = settings_from(ctx, **job_overrides(**job), engine={"model": model, "backend": engine})
     check_roots(roots, settings)
     check_not_empty(roots, recursive, settings)
     try:

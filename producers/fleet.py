@@ -37,12 +37,8 @@ def plan_workers(
     for i, group in enumerate(tp_groups(gpus, tp), start=first_index):
         queue = f"{queue_prefix}{i}"
         env = {
+            **settings.with_overrides(engine={"tensor_parallel_size": tp}).worker_environment(),
             "CUDA_VISIBLE_DEVICES": ",".join(group),
-            "VLMQ_TENSOR_PARALLEL_SIZE": str(tp),
-            "VLMQ_BROKER_URL": settings.broker_url,
-            "VLMQ_RESULT_BACKEND": settings.result_backend or "",
-            "VLMQ_ENGINE": settings.engine,
-            "VLMQ_MODEL": settings.model,
         }
         workers.append(WorkerProcess(queue, env, name=f"{queue}@{host}", log_file=log_dir / f"{queue}.log"))
     return workers

@@ -57,7 +57,7 @@ def submit_remote(submitter, roots: Sequence[str | Path], recursive: bool, progr
         )
         sent += 1
 
-    for unit in sources.units(roots, recursive, s, s.image_column, rows_per_unit=8 * s.prepare_chunk):
+    for unit in sources.units(roots, recursive, s, s.images.image_column, rows_per_unit=8 * s.prepare_chunk):
         if store.is_cancelled(job_id):
             break
         if isinstance(unit, Entry):

@@ -41,11 +41,11 @@ def write_run_config(settings: Settings, path: Path) -> Path:
     """The worker's settings file, without secrets: URLs are written redacted and the real ones
     reach the worker by environment (which wins over the file); owner-only all the same."""
     values = settings.model_dump(mode="json")
-    for key in ("broker_url", "result_backend"):
-        values[key] = redact_url(values[key])
+    for key in ("url", "result_backend"):
+        values["redis"][key] = redact_url(values["redis"][key])
     path.unlink(missing_ok=True)  # a file left by an older version may be world-readable
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
-        fh.write("# Redis URLs redacted: the worker gets them by environment (VLMQ_BROKER_URL).\n")
+        fh.write("# Redis URLs redacted: the worker gets them by environment (VLMQ_REDIS__URL).\n")
         fh.write(yaml.safe_dump(values))
     return path
 
@@ -77,31 +77,29 @@ def run_local(
 ) -> JobProgress:
     console = console or Console(stderr=True)
     out = Path(output_dir).resolve()
-    if settings.engine == "vllm":
+    if settings.engine.backend == "vllm":
         from workers.vllm_engine import resolve_model_path
 
-        resolve_model_path(settings.model)  # fail here, clearly, before creating or starting anything
+        resolve_model_path(settings.engine.model)  # fail here, clearly, before creating or starting anything
     out.mkdir(parents=True, exist_ok=True)
     server = worker = submitter = job_id = queue = None
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        if not redis_answers(settings.broker_url):
+        if not redis_answers(settings.redis.url):
             server = RedisServer(out / "redis", appendonly=True).start()
-            console.print(f"no Redis at {redact_url(settings.broker_url)}: started an embedded one on {server.url}")
-            settings = settings.with_overrides(broker_url=server.url, result_backend=server.url)
+            console.print(f"no Redis at {redact_url(settings.redis.url)}: started an embedded one on {server.url}")
+            settings = settings.with_overrides(redis={"url": server.url, "result_backend": server.url})
         queue = f"local-{uuid.uuid4().hex[:8]}"
         settings = settings.with_overrides(queues=[queue])
         config = write_run_config(settings, out / "vlmq-run.yaml")
-        env = {
-            "VLMQ_CONFIG": str(config),
-            "VLMQ_BROKER_URL": settings.broker_url,
-            "VLMQ_RESULT_BACKEND": settings.result_backend or settings.broker_url,
-        }
+        env = {"VLMQ_CONFIG": str(config), "VLMQ_REDIS__URL": settings.redis.url}
+        if settings.redis.result_backend:
+            env["VLMQ_REDIS__RESULT_BACKEND"] = settings.redis.result_backend
         worker = WorkerProcess(queue, env, name=f"{queue}@{os.uname().nodename}", log_file=out / "worker.log")
         submitter = Submitter(settings)
         worker.start().wait_ready(submitter.celery, worker_timeout)
         console.print(
-            f"worker {worker.name} ready (engine: {settings.engine}, model: {settings.model}); "
+            f"worker {worker.name} ready (engine: {settings.engine.backend}, model: {settings.engine.model}); "
             f"log: {out / 'worker.log'}"
         )
         job_id = new_job_id()

@@ -166,7 +166,7 @@ def entries(
         if isinstance(item, Entry):
             yield item
         elif isinstance(item, ShardUnit):
-            yield from shard_entries(item.location, item.label, settings.extensions, limits, item.source)
+            yield from shard_entries(item.location, item.label, settings.images.extensions, limits, item.source)
         else:
             yield from table_entries(item.table, image_column, item.start, item.stop)
 
@@ -189,15 +189,15 @@ def _plan(roots, recursive, settings, image_column: str = "image", rows_per_unit
         for e in scan(
             folders,
             recursive,
-            settings.extensions,
-            settings.follow_symlinks,
-            settings.report_other_files,
-            settings.report_hidden_files,
+            settings.images.extensions,
+            settings.images.follow_symlinks,
+            settings.images.report_other_files,
+            settings.images.report_hidden_files,
         ):
             yield Entry(
                 e.name, None, "file", path=str(e.path), root=None if e.root is None else str(e.root), problem=e.problem
             )
-    for item in _expand([s for s in sources if s.kind != "folder"], labels, settings.extensions):
+    for item in _expand([s for s in sources if s.kind != "folder"], labels, settings.images.extensions):
         if isinstance(item, Entry):
             yield item
         elif item.kind == "shard":
@@ -216,7 +216,7 @@ def check_sources(roots: Sequence[str | Path], settings) -> None:
     """Raise ConfigError for a root that cannot be used (before a job is created)."""
     for src in classify(roots):
         if src.kind == "table":
-            dataset_files(Path(src.location), settings.image_column)
+            dataset_files(Path(src.location), settings.images.image_column)
 
 
 def first_entry(roots: Sequence[str | Path], recursive: bool, settings) -> bool:
@@ -226,12 +226,18 @@ def first_entry(roots: Sequence[str | Path], recursive: bool, settings) -> bool:
             return True
         if src.kind == "list" and next(list_lines(src.location), None) is not None:
             return True
-        if src.kind == "table" and any(t.rows for t in dataset_files(Path(src.location), settings.image_column)):
+        if src.kind == "table" and any(t.rows for t in dataset_files(Path(src.location), settings.images.image_column)):
             return True
         if (
             src.kind == "folder"
             and next(
-                scan([src.location], recursive, settings.extensions, settings.follow_symlinks, report_other_files=True),
+                scan(
+                    [src.location],
+                    recursive,
+                    settings.images.extensions,
+                    settings.images.follow_symlinks,
+                    report_other_files=True,
+                ),
                 None,
             )
             is not None

@@ -147,8 +147,8 @@ class Submitter:
         pending: list[Prepared] = []
         to_ship: list[ItemState] = []
         limits = limits_from(s)
-        pool = PreparePool(limits, s.prepare_workers, s.decode_timeout_s, s.decode_memory_mb)
-        entries = sources.entries(roots, recursive, s, limits, s.image_column)
+        pool = PreparePool(limits, s.images.prepare_workers, s.images.decode_timeout_s, s.images.decode_memory_mb)
+        entries = sources.entries(roots, recursive, s, limits, s.images.image_column)
         try:
             with LeaseKeeper(self.store, job_id):
                 for result in pool.map(entries):

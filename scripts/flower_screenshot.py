@@ -55,17 +55,17 @@ def screenshot(url: str, out: Path, profile: Path) -> None:
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "flower-workers.png").resolve()
     with tempfile.TemporaryDirectory() as tmp, redis_server() as url:
-        settings = Settings(broker_url=url, engine="test", queues=["gpu0", "gpu1"], batch_size=8)
+        settings = Settings(queues=["gpu0", "gpu1"], batch_size=8, redis={"url": url}, engine={"backend": "test"})
         port = free_port()
         flower = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "app", "flower", f"--port={port}"],
-            env={**os.environ, "VLMQ_BROKER_URL": url},
+            env={**os.environ, "VLMQ_REDIS__URL": url},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
         try:
-            with workers(settings, 2, VLMQ_TEST_ENGINE_DELAY_S="0.4"):
+            with workers(settings, 2, VLMQ_ENGINE__TEST_DELAY_S="0.4"):
                 folder = image_folder(Path(tmp), 400)
                 job = threading.Thread(target=lambda: submit(folder, settings).wait(timeout=300))
                 job.start()

@@ -40,25 +40,17 @@ def redis_url(tmp_path_factory) -> str:
 def settings(redis_url, tmp_path) -> Settings:
     redis.Redis.from_url(redis_url).flushdb()
     return Settings(
-        broker_url=redis_url,
-        engine="test",
         queues=[f"gpu-{uuid.uuid4().hex[:8]}"],
         batch_size=8,
         max_inflight_batches=4,
-        visibility_timeout_s=60,
         results_dir=str(tmp_path / "results"),
+        redis={"url": redis_url, "visibility_timeout_s": 60},
+        engine={"backend": "test"},
     )
 
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {
-        "VLMQ_BROKER_URL": settings.broker_url,
-        "VLMQ_ENGINE": settings.engine,
-        "VLMQ_VISIBILITY_TIMEOUT_S": str(settings.visibility_timeout_s),
-        "VLMQ_QUEUES": f'["{settings.queues[0]}"]',
-    }
-    env.update(extra)
-    return env
+    return {**settings.worker_environment(), "VLMQ_QUEUES": f'["{settings.queues[0]}"]', **extra}
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 import pydantic
 import pytest
 
-from app.chat import ChatBatch, ChatItem, answer_batch, blob_key
-from config.settings import StageSampling
+from app import keys
+from app.chat import ChatBatch, ChatItem, answer_batch
+from config.sampling import StageSampling
 from workers.test_engine import DeterministicTestEngine
 
 BATCH_ID = "chat-" + "0" * 32
@@ -38,7 +39,7 @@ def test_an_engine_failing_on_one_request_splits_the_batch_and_fails_that_reques
 
 def test_the_worker_derives_every_key_from_a_plain_batch_id_and_refuses_any_other():
     batch = ChatBatch(batch_id=BATCH_ID, model="m", items=items(2))
-    assert batch.blob_keys == [blob_key(BATCH_ID, 0), blob_key(BATCH_ID, 1)]
+    assert batch.blob_keys == [keys.chat_blob(BATCH_ID, 0), keys.chat_blob(BATCH_ID, 1)]
     for forged in ("vlmq:job:abc", "chat-../../x", "chat-" + "0" * 31 + "g"):
         with pytest.raises(pydantic.ValidationError):
             ChatBatch(batch_id=forged, model="m", items=items(1))

@@ -14,9 +14,9 @@ from tests.images import make_good_images
 
 
 def cli(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VLMQ_ENGINE": "test", "VLMQ_QUEUES": json.dumps(settings.queues)}
+    env = {**os.environ, "VLMQ_ENGINE__BACKEND": "test", "VLMQ_QUEUES": json.dumps(settings.queues)}
     return subprocess.run(
-        [sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, *args],
+        [sys.executable, "-m", "producers.cli", "--broker-url", settings.redis.url, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -25,14 +25,14 @@ def cli(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProce
 
 
 def redis_keys(settings) -> set[bytes]:
-    return set(redis.Redis.from_url(settings.broker_url).keys("*"))
+    return set(redis.Redis.from_url(settings.redis.url).keys("*"))
 
 
 def test_submit_wait_without_a_worker_says_so_within_ten_seconds_and_finishes_once_one_starts(
     settings, start_worker, image_dir, tmp_path
 ):
     make_good_images(image_dir, 12)
-    env = {**os.environ, "VLMQ_ENGINE": "test", "VLMQ_QUEUES": json.dumps(settings.queues)}
+    env = {**os.environ, "VLMQ_ENGINE__BACKEND": "test", "VLMQ_QUEUES": json.dumps(settings.queues)}
     err_file = tmp_path / "stderr.txt"
     with open(err_file, "w") as err_out:
         proc = subprocess.Popen(
@@ -41,7 +41,7 @@ def test_submit_wait_without_a_worker_says_so_within_ten_seconds_and_finishes_on
                 "-m",
                 "producers.cli",
                 "--broker-url",
-                settings.broker_url,
+                settings.redis.url,
                 "submit",
                 str(image_dir),
                 "--wait",
@@ -135,7 +135,7 @@ def test_ctrl_c_in_producer_run_against_an_existing_redis_cancels_its_job_and_le
     from producers.api import Job
 
     make_good_images(image_dir, 48)
-    env = {**os.environ, "VLMQ_TEST_ENGINE_DELAY_S": "0.5"}
+    env = {**os.environ, "VLMQ_ENGINE__TEST_DELAY_S": "0.5"}
     out_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [
@@ -143,7 +143,7 @@ def test_ctrl_c_in_producer_run_against_an_existing_redis_cancels_its_job_and_le
             "-m",
             "producers.cli",
             "--broker-url",
-            settings.broker_url,
+            settings.redis.url,
             "run",
             str(image_dir),
             "--engine",
@@ -169,7 +169,7 @@ def test_ctrl_c_in_producer_run_against_an_existing_redis_cancels_its_job_and_le
     assert f"interrupted: stopped the worker; job {job_id} cancelled" in output
     assert "embedded" not in output.split("interrupted:")[1]
     assert Job(job_id, settings).progress().status == "cancelled"
-    leftovers = [k for k in redis.Redis.from_url(settings.broker_url).keys("*") if b"local-" in k]
+    leftovers = [k for k in redis.Redis.from_url(settings.redis.url).keys("*") if b"local-" in k]
     assert leftovers == []
 
 
@@ -178,14 +178,14 @@ def test_producer_run_with_an_unavailable_default_model_points_to_the_tiny_model
 ):
     make_good_images(image_dir, 2)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
-    env.pop("VLMQ_MODEL", None)
+    env.pop("VLMQ_ENGINE__MODEL", None)
     out = subprocess.run(
         [
             sys.executable,
             "-m",
             "producers.cli",
             "--broker-url",
-            settings.broker_url,
+            settings.redis.url,
             "run",
             str(image_dir),
             "--output-dir",

@@ -66,8 +66,8 @@ def test_the_readme_python_example_ends_within_five_seconds_of_its_last_output_w
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "VLMQ_BROKER_URL": settings.broker_url,
-        "VLMQ_ENGINE": "test",
+        "VLMQ_REDIS__URL": settings.redis.url,
+        "VLMQ_ENGINE__BACKEND": "test",
         "VLMQ_QUEUES": f'["{settings.queues[0]}"]',
         "VLMQ_RESULTS_DIR": settings.results_dir,
     }

@@ -36,9 +36,9 @@ class Fleet:
         self.settings = settings
         self.app = create_app(settings)
         base = {
-            "VLMQ_BROKER_URL": settings.broker_url,
-            "VLMQ_ENGINE": "test",
-            "VLMQ_VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
+            "VLMQ_REDIS__URL": settings.redis.url,
+            "VLMQ_ENGINE__BACKEND": "test",
+            "VLMQ_REDIS__VISIBILITY_TIMEOUT_S": str(VISIBILITY_S),
             **env,
         }
         self.workers = [
@@ -88,13 +88,12 @@ def aof_redis(tmp_path):
 @pytest.fixture
 def fault_settings(aof_redis, tmp_path) -> Settings:
     return Settings(
-        broker_url=aof_redis.url,
-        engine="test",
         queues=[f"faults-{uuid.uuid4().hex[:6]}"],
         batch_size=10,
         max_inflight_batches=20,
-        visibility_timeout_s=VISIBILITY_S,
         results_dir=str(tmp_path / "results"),
+        redis={"url": aof_redis.url, "visibility_timeout_s": VISIBILITY_S},
+        engine={"backend": "test"},
     )
 
 
@@ -145,7 +144,7 @@ def test_ten_random_worker_kills_during_a_500_image_job_lose_nothing_and_duplica
 ):
     names = make_good_images(tmp_path / "images", 500, size=(48, 32))
     # 50 batches × 3 stages × 0.2 s over 2 workers: about 15 s of work, plenty for 10 kills ~0.8 s apart
-    workers = fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.2", VLMQ_MAX_ATTEMPTS="8")
+    workers = fleet(2, VLMQ_ENGINE__TEST_DELAY_S="0.2", VLMQ_MAX_ATTEMPTS="8")
     rng = random.Random(7)
     job = submit(tmp_path / "images", fault_settings)
     kills = 0
@@ -166,7 +165,7 @@ def test_ten_random_worker_kills_during_a_500_image_job_lose_nothing_and_duplica
 def job_under_way(settings: Settings, fleet, tmp_path) -> tuple[Job, list[str]]:
     """200 images on two workers, returned once 40 of them have their record."""
     names = make_good_images(tmp_path / "images", 200, size=(48, 32))
-    fleet(2, VLMQ_TEST_ENGINE_DELAY_S="0.1")
+    fleet(2, VLMQ_ENGINE__TEST_DELAY_S="0.1")
     job = submit(tmp_path / "images", settings)
     while job.progress().accounted < 40:
         time.sleep(0.1)
@@ -194,7 +193,7 @@ def test_a_hung_redis_mid_job_loses_nothing(fault_settings, fleet, aof_redis, tm
 def test_an_engine_failing_on_chosen_images_fails_only_those(fault_settings, fleet, tmp_path, aof_redis):
     names = make_good_images(tmp_path / "images", 120, size=(48, 32))
     doomed = {n: hashlib.sha256((tmp_path / "images" / n).read_bytes()).hexdigest() for n in names[5:120:40]}
-    fleet(1, VLMQ_TEST_ENGINE_FAIL_ON=json.dumps([sha[:16] for sha in doomed.values()]))
+    fleet(1, VLMQ_ENGINE__TEST_FAIL_ON=json.dumps([sha[:16] for sha in doomed.values()]))
     job = submit(tmp_path / "images", fault_settings)
     job.wait(timeout=120)
     outcomes = account(job, names, "engine failing on 3 chosen images")
@@ -209,14 +208,14 @@ def test_one_poison_image_in_a_batch_of_32_is_dead_lettered_alone_and_can_be_req
     poison_name = names[13]
     poison = hashlib.sha256((tmp_path / "images" / poison_name).read_bytes()).hexdigest()
     settings = fault_settings.with_overrides(batch_size=32)
-    workers = fleet(1, VLMQ_TEST_ENGINE_EXIT_ON=f'["{poison[:16]}"]', VLMQ_MAX_ATTEMPTS="3")
+    workers = fleet(1, VLMQ_ENGINE__TEST_EXIT_ON=f'["{poison[:16]}"]', VLMQ_MAX_ATTEMPTS="3")
     job = submit(tmp_path / "images", settings)
     job.wait(timeout=240)
     outcomes = account(job, names, f"one poison image in a batch of 32, {workers.restarts} worker restarts")
     assert outcomes == {"done": 31, "failed": 1}
     failed = [r for r in job.records() if r.error]
     assert failed[0].image == poison_name and "dead-lettered" in failed[0].error
-    env = {**os.environ, "VLMQ_BROKER_URL": settings.broker_url, "COLUMNS": "500"}
+    env = {**os.environ, "VLMQ_REDIS__URL": settings.redis.url, "COLUMNS": "500"}
     listed = subprocess.run(
         [sys.executable, "-m", "producers.cli", "dead", "--job", job.id],
         env=env,
@@ -263,7 +262,7 @@ def test_a_corpus_of_hundreds_of_bad_files_among_good_ones_ends_with_one_record_
         bad += [f"bad{i:02d}/cut.jpg", f"bad{i:02d}/flipped.png", f"bad{i:02d}/bomb_odd.png"]
     fleet(1)
     started = time.monotonic()
-    job = submit(root, fault_settings.with_overrides(max_file_bytes=1 << 20))
+    job = submit(root, fault_settings.with_overrides(images={"max_file_bytes": 1 << 20}))
     job.wait(timeout=120)
     elapsed = time.monotonic() - started
     expected = [f"good/{n}" for n in good] + bad
@@ -276,18 +275,21 @@ def test_a_corpus_of_hundreds_of_bad_files_among_good_ones_ends_with_one_record_
 
 def test_sigterm_hands_the_running_batch_back_at_once_not_after_the_visibility_timeout(tmp_path, aof_redis):
     settings = Settings(
-        broker_url=aof_redis.url, engine="test", queues=["soft"], batch_size=10, visibility_timeout_s=600
+        queues=["soft"],
+        batch_size=10,
+        redis={"url": aof_redis.url, "visibility_timeout_s": 600},
+        engine={"backend": "test"},
     )  # far longer than the test: only a hand-back can save it
     names = make_good_images(tmp_path / "images", 30, size=(48, 32))
     env = {
-        "VLMQ_BROKER_URL": settings.broker_url,
-        "VLMQ_ENGINE": "test",
-        "VLMQ_VISIBILITY_TIMEOUT_S": "600",
+        "VLMQ_REDIS__URL": settings.redis.url,
+        "VLMQ_ENGINE__BACKEND": "test",
+        "VLMQ_REDIS__VISIBILITY_TIMEOUT_S": "600",
         "VLMQ_SOFT_SHUTDOWN_S": "1",
     }
     app = create_app(settings)
     slow = WorkerProcess(
-        "soft", {**env, "VLMQ_TEST_ENGINE_DELAY_S": "30"}, name="slow@faults", log_file=tmp_path / "slow.log"
+        "soft", {**env, "VLMQ_ENGINE__TEST_DELAY_S": "30"}, name="slow@faults", log_file=tmp_path / "slow.log"
     ).start()
     slow.wait_ready(app)
     job = submit(tmp_path / "images", settings)

@@ -14,7 +14,7 @@ from tests.procs import processes_matching
 
 def test_the_launcher_starts_one_worker_per_tp_group_and_both_queues_are_consumed(settings, image_dir, store, tmp_path):
     make_good_images(image_dir, 64)
-    env = {**os.environ, "VLMQ_BROKER_URL": settings.broker_url}
+    env = {**os.environ, "VLMQ_REDIS__URL": settings.redis.url}
     launcher = subprocess.Popen(
         [
             sys.executable,
@@ -72,9 +72,9 @@ def test_each_chain_stays_on_the_worker_that_ran_its_first_link(settings, start_
 
 def test_work_waiting_on_a_queue_whose_worker_vanished_is_moved_to_a_live_one(settings, start_worker, image_dir, store):
     make_good_images(image_dir, 64)
-    settings = settings.with_overrides(batch_size=4, max_inflight_batches=16, visibility_timeout_s=6)
-    start_worker(queue="alive", VLMQ_VISIBILITY_TIMEOUT_S="6")
-    doomed = start_worker(queue="doomed", VLMQ_TEST_ENGINE_DELAY_S="0.5", VLMQ_VISIBILITY_TIMEOUT_S="6")
+    settings = settings.with_overrides(batch_size=4, max_inflight_batches=16, redis={"visibility_timeout_s": 6})
+    start_worker(queue="alive", VLMQ_REDIS__VISIBILITY_TIMEOUT_S="6")
+    doomed = start_worker(queue="doomed", VLMQ_ENGINE__TEST_DELAY_S="0.5", VLMQ_REDIS__VISIBILITY_TIMEOUT_S="6")
     job = submit(image_dir, settings, queues=["alive", "doomed"])
     time.sleep(1.0)
     doomed.kill()  # SIGKILL mid-job: its queued batches and the one it was running are stranded

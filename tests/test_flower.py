@@ -41,7 +41,7 @@ def flower(settings, tmp_path):
             str(port),  # the README's form
             f"--basic-auth={AUTH}",
         ],
-        env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url},
+        env={**os.environ, "VLMQ_REDIS__URL": settings.redis.url},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -85,7 +85,7 @@ def test_flower_shows_both_workers_online_and_the_jobs_tasks_with_readable_argum
 def test_flower_refuses_to_serve_all_interfaces_without_auth(settings):
     out = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "app", "flower", "--address=0.0.0.0", f"--port={free_port()}"],
-        env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url},
+        env={**os.environ, "VLMQ_REDIS__URL": settings.redis.url},
         capture_output=True,
         text=True,
         timeout=60,

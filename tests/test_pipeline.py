@@ -87,14 +87,14 @@ def test_duplicate_files_in_one_submission_are_processed_once_and_each_gets_a_re
 def test_the_cli_submits_waits_and_prints_one_record_per_image(settings, start_worker, image_dir):
     make_good_images(image_dir, 9)
     start_worker()
-    env_args = ["--broker-url", settings.broker_url]
+    env_args = ["--broker-url", settings.redis.url]
     run = lambda *a: subprocess.run(  # noqa: E731
         [sys.executable, "-m", "producers.cli", *env_args, *a],
         capture_output=True,
         text=True,
         timeout=120,
         env={
-            "VLMQ_ENGINE": "test",
+            "VLMQ_ENGINE__BACKEND": "test",
             "PATH": "/usr/bin:/bin",
             "VLMQ_RESULTS_DIR": settings.results_dir,
             "VLMQ_QUEUES": json.dumps(settings.queues),
@@ -114,7 +114,10 @@ def test_the_cli_submits_waits_and_prints_one_record_per_image(settings, start_w
 def test_an_engine_that_cannot_start_ends_the_job_with_readable_error_records(settings, start_worker, image_dir):
     make_good_images(image_dir, 6)
     start_worker(
-        VLMQ_ENGINE="vllm", VLMQ_MODEL="/nonexistent/model-dir", VLMQ_MODEL_FAMILY="idefics3", VLMQ_STAGE_RETRIES="1"
+        VLMQ_ENGINE__BACKEND="vllm",
+        VLMQ_ENGINE__MODEL="/nonexistent/model-dir",
+        VLMQ_ENGINE__MODEL_FAMILY="idefics3",
+        VLMQ_ENGINE__STAGE_RETRIES="1",
     )
     job = submit(image_dir, settings)
     progress = job.wait(timeout=90)

@@ -35,7 +35,13 @@ def cli(settings: Settings, *args: str, timeout: float = 120, **env: str) -> sub
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "COLUMNS": "500", **env},
+        env={
+            **os.environ,
+            "VLMQ_REDIS__URL": settings.redis.url,
+            "VLMQ_ENGINE__BACKEND": "test",
+            "COLUMNS": "500",
+            **env,
+        },
     )
 
 
@@ -64,7 +70,7 @@ def kombu_message(i: int, queue: str) -> bytes:
 
 
 def test_a_crash_in_the_middle_of_a_queue_move_loses_nothing(settings, monkeypatch):
-    r = redis.Redis.from_url(settings.broker_url)
+    r = redis.Redis.from_url(settings.redis.url)
     for i in range(6):  # three priority levels, two messages each
         r.lpush(level_keys("src")[i % 3], kombu_message(i, "src"))
     calls, retarget = {"n": 0}, routing._retarget
@@ -101,24 +107,24 @@ def fresh_redis(tmp_path):
 
 
 def test_a_producer_killed_mid_submission_shows_interrupted_and_resume_finishes_every_image_once(fresh_redis, tmp_path):
-    settings = Settings(broker_url=fresh_redis.url, engine="test", queues=["lease"], batch_size=8)
+    settings = Settings(queues=["lease"], batch_size=8, redis={"url": fresh_redis.url}, engine={"backend": "test"})
     names = make_good_images(tmp_path / "images", 160, size=(48, 32))
     worker = WorkerProcess(
         "lease",
-        {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "VLMQ_TEST_ENGINE_DELAY_S": "0.3"},
+        {"VLMQ_REDIS__URL": settings.redis.url, "VLMQ_ENGINE__BACKEND": "test", "VLMQ_ENGINE__TEST_DELAY_S": "0.3"},
         name="lease@recovery",
         log_file=tmp_path / "worker.log",
     ).start()
     store = JobStore.from_settings(settings)
     env = {
         **os.environ,
-        "VLMQ_BROKER_URL": settings.broker_url,
-        "VLMQ_ENGINE": "test",
+        "VLMQ_REDIS__URL": settings.redis.url,
+        "VLMQ_ENGINE__BACKEND": "test",
         "VLMQ_QUEUES": '["lease"]',
         "COLUMNS": "500",
         "VLMQ_BATCH_SIZE": "8",
         "VLMQ_MAX_INFLIGHT_BATCHES": "2",
-        "VLMQ_PREPARE_WORKERS": "2",
+        "VLMQ_IMAGES__PREPARE_WORKERS": "2",
     }
     producer = subprocess.Popen(
         [sys.executable, "-m", "producers.cli", "submit", str(tmp_path / "images")],
@@ -165,10 +171,17 @@ def test_a_producer_killed_mid_submission_shows_interrupted_and_resume_finishes_
 
 def test_three_sigterms_on_one_batch_hand_it_back_each_time_without_using_a_retry(aof_redis, tmp_path):
     settings = Settings(
-        broker_url=aof_redis.url, engine="test", queues=["term"], batch_size=16, visibility_timeout_s=600
+        queues=["term"],
+        batch_size=16,
+        redis={"url": aof_redis.url, "visibility_timeout_s": 600},
+        engine={"backend": "test"},
     )  # only a hand-back can bring the batch back in time
     names = make_good_images(tmp_path / "images", 16, size=(48, 32))
-    env = {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "VLMQ_VISIBILITY_TIMEOUT_S": "600"}
+    env = {
+        "VLMQ_REDIS__URL": settings.redis.url,
+        "VLMQ_ENGINE__BACKEND": "test",
+        "VLMQ_REDIS__VISIBILITY_TIMEOUT_S": "600",
+    }
     store = JobStore.from_settings(settings)
     app = Job("x", settings).celery
     job = None
@@ -176,7 +189,7 @@ def test_three_sigterms_on_one_batch_hand_it_back_each_time_without_using_a_retr
     for i in range(3):
         log = tmp_path / f"slow{i}.log"
         slow = WorkerProcess(
-            "term", {**env, "VLMQ_TEST_ENGINE_DELAY_S": "30"}, name=f"slow{i}@recovery", log_file=log
+            "term", {**env, "VLMQ_ENGINE__TEST_DELAY_S": "30"}, name=f"slow{i}@recovery", log_file=log
         ).start()
         slow.wait_ready(app)
         if job is None:
@@ -213,14 +226,14 @@ def aof_redis(tmp_path):
 
 def test_a_full_redis_pauses_workers_and_producer_and_every_image_ends_with_one_record(tmp_path):
     server = RedisServer(tmp_path / "redis-full", appendonly=False).start()
-    settings = Settings(broker_url=server.url, engine="test", queues=["full"], batch_size=8)
+    settings = Settings(queues=["full"], batch_size=8, redis={"url": server.url}, engine={"backend": "test"})
     names = make_good_images(tmp_path / "images", 400, size=(64, 48))
-    env = {"VLMQ_BROKER_URL": settings.broker_url, "VLMQ_ENGINE": "test", "VLMQ_TEST_ENGINE_DELAY_S": "0.05"}
+    env = {"VLMQ_REDIS__URL": settings.redis.url, "VLMQ_ENGINE__BACKEND": "test", "VLMQ_ENGINE__TEST_DELAY_S": "0.05"}
     workers = [
         WorkerProcess("full", env, name=f"full{i}@recovery", log_file=tmp_path / f"w{i}.log").start() for i in range(2)
     ]
     store = JobStore.from_settings(settings)
-    r = redis.Redis.from_url(settings.broker_url)
+    r = redis.Redis.from_url(settings.redis.url)
     producer = subprocess.Popen(
         [sys.executable, "-m", "producers.cli", "submit", str(tmp_path / "images"), "--wait"],
         env={
@@ -230,7 +243,7 @@ def test_a_full_redis_pauses_workers_and_producer_and_every_image_ends_with_one_
             "VLMQ_BATCH_SIZE": "8",
             "COLUMNS": "500",
             "VLMQ_MAX_INFLIGHT_BATCHES": "4",
-            "VLMQ_PREPARE_WORKERS": "2",
+            "VLMQ_IMAGES__PREPARE_WORKERS": "2",
         },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -275,7 +288,7 @@ def test_a_full_redis_pauses_workers_and_producer_and_every_image_ends_with_one_
 
 
 def test_unknown_job_ids_are_refused_and_create_nothing(settings):
-    r = redis.Redis.from_url(settings.broker_url)
+    r = redis.Redis.from_url(settings.redis.url)
     before = sorted(r.keys("*"))
     unknown = uuid.uuid4().hex
     for args in (
@@ -351,10 +364,10 @@ def test_the_readme_example_run_as_a_plain_script_without_a_guard_submits_one_jo
         cwd=tmp_path,
         env={
             **os.environ,
-            "VLMQ_BROKER_URL": settings.broker_url,
-            "VLMQ_ENGINE": "test",
+            "VLMQ_REDIS__URL": settings.redis.url,
+            "VLMQ_ENGINE__BACKEND": "test",
             "VLMQ_QUEUES": json.dumps(settings.queues),
-            "VLMQ_PREPARE_WORKERS": "3",
+            "VLMQ_IMAGES__PREPARE_WORKERS": "3",
             "VLMQ_BATCH_SIZE": "8",
         },
     )

@@ -89,12 +89,12 @@ def test_submitting_for_llama_3_2_vision_is_refused_plainly_before_any_job_exist
     make_good_images(image_dir, 2)
     env = {
         **os.environ,
-        "VLMQ_ENGINE": "vllm",
-        "VLMQ_MODEL": "meta-llama/Llama-3.2-11B-Vision-Instruct",
+        "VLMQ_ENGINE__BACKEND": "vllm",
+        "VLMQ_ENGINE__MODEL": "meta-llama/Llama-3.2-11B-Vision-Instruct",
         "VLMQ_QUEUES": json.dumps(settings.queues),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, "submit", str(image_dir)],
+        [sys.executable, "-m", "producers.cli", "--broker-url", settings.redis.url, "submit", str(image_dir)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -103,4 +103,4 @@ def test_submitting_for_llama_3_2_vision_is_refused_plainly_before_any_job_exist
     said = " ".join((done.stdout + done.stderr).split())
     assert done.returncode == 2, said
     assert "removed Llama 3.2 Vision" in said and "llama4" in said and "Traceback" not in said
-    assert redis.Redis.from_url(settings.broker_url).keys("*") == []
+    assert redis.Redis.from_url(settings.redis.url).keys("*") == []

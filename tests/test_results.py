@@ -21,7 +21,7 @@ def test_records_cover_every_image_once_and_every_export_reads_back_the_same(
     good = make_good_images(image_dir, 18)
     bad = make_bad_files(image_dir / "bad")
     start_worker()
-    job = submit(image_dir, settings.with_overrides(score_threshold=5))
+    job = submit(image_dir, settings.with_overrides(conditions={"score_threshold": 5}))
     job.wait(timeout=60)
     records = list(job.records())
     assert sorted(r.image for r in records) == sorted(good + [f"bad/{b}" for b in bad])  # none missing, none twice
@@ -74,7 +74,11 @@ def test_conditions_given_at_submission_are_applied_by_the_workers(settings, sta
     job = submit(
         image_dir,
         settings.with_overrides(
-            score_threshold=5, categories_to_score=["A", "B", "C"], categories_to_summarize=["A", "B"]
+            conditions={
+                "score_threshold": 5,
+                "categories_to_score": ["A", "B", "C"],
+                "categories_to_summarize": ["A", "B"],
+            }
         ),
     )
     job.wait(timeout=60)
@@ -98,7 +102,7 @@ def test_conditions_given_at_submission_are_applied_by_the_workers(settings, sta
 
 def test_cancel_leaves_no_queued_tasks_and_the_job_reads_cancelled(settings, start_worker, image_dir, store):
     make_good_images(image_dir, 48)
-    start_worker(VLMQ_TEST_ENGINE_DELAY_S="0.3")
+    start_worker(VLMQ_ENGINE__TEST_DELAY_S="0.3")
     job = submit(image_dir, settings.with_overrides(batch_size=4, max_inflight_batches=12))
     time.sleep(1.0)
     job.cancel()

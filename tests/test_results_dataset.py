@@ -41,7 +41,7 @@ def test_records_of_a_worker_that_cannot_reach_the_results_folder_wait_in_redis_
     assert sorted(r.image for b in batches for r in job.batch_records(b)) == sorted(p.name for p in image_dir.iterdir())
 
     out = subprocess.run(
-        [sys.executable, "-m", "producers.cli", "--broker-url", settings.broker_url, "collect", job.id],
+        [sys.executable, "-m", "producers.cli", "--broker-url", settings.redis.url, "collect", job.id],
         capture_output=True,
         text=True,
         timeout=60,
@@ -82,7 +82,7 @@ def test_export_streams_the_dataset_and_reads_back_one_row_per_image(settings, s
             "-m",
             "producers.cli",
             "--broker-url",
-            settings.broker_url,
+            settings.redis.url,
             "export",
             job.id,
             "--format",

@@ -18,7 +18,7 @@ from tests.procs import processes_matching
 
 
 def producer_run(images: Path, out: Path, *args: str, port: int, **env: str) -> subprocess.Popen:
-    environment = {**os.environ, "VLMQ_BROKER_URL": f"redis://127.0.0.1:{port}/0", **env}
+    environment = {**os.environ, "VLMQ_REDIS__URL": f"redis://127.0.0.1:{port}/0", **env}
     return subprocess.Popen(
         [sys.executable, "-m", "producers.cli", "run", str(images), "--output-dir", str(out), *args],
         env=environment,
@@ -70,7 +70,7 @@ def test_ctrl_c_during_producer_run_stops_everything_it_started(tmp_path):
     images, out = tmp_path / "images", tmp_path / "run"
     make_good_images(images, 64)
     proc = producer_run(
-        images, out, "--engine", "test", "--batch-size", "4", port=free_port(), VLMQ_TEST_ENGINE_DELAY_S="0.5"
+        images, out, "--engine", "test", "--batch-size", "4", port=free_port(), VLMQ_ENGINE__TEST_DELAY_S="0.5"
     )
     deadline = time.monotonic() + 60
     while not (out / "worker.log").exists() or b"stage start" not in (out / "worker.log").read_bytes():

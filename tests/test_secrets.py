@@ -45,7 +45,7 @@ def test_producer_run_writes_the_redis_password_nowhere(tmp_path):
                 time.sleep(0.1)
         proc = subprocess.run(
             [sys.executable, "-m", "producers.cli", "run", str(images), "--output-dir", str(out), "--engine", "test"],
-            env={**os.environ, "VLMQ_BROKER_URL": url},
+            env={**os.environ, "VLMQ_REDIS__URL": url},
             capture_output=True,
             text=True,
             timeout=120,
@@ -76,7 +76,7 @@ def test_flower_takes_its_credentials_from_the_environment_as_compose_passes_the
     log = open(tmp_path / "flower.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "app", "flower", "--address=0.0.0.0", f"--port={port}"],
-        env={**os.environ, "VLMQ_BROKER_URL": settings.broker_url, "FLOWER_BASIC_AUTH": f"admin:{secret}"},
+        env={**os.environ, "VLMQ_REDIS__URL": settings.redis.url, "FLOWER_BASIC_AUTH": f"admin:{secret}"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

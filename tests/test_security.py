@@ -13,7 +13,7 @@ def test_a_pickle_message_is_refused_and_the_worker_keeps_working(settings, star
     worker = start_worker()
     queue = settings.queues[0]
     task_id = f"evil-{uuid.uuid4().hex}"
-    with Connection(settings.broker_url) as conn:
+    with Connection(settings.redis.url) as conn:
         producer = Producer(conn.channel(), exchange=Exchange(queue, "direct"), routing_key=queue)
         # a well-formed Celery message, but pickled: deserializing it could run arbitrary code
         producer.publish(
@@ -141,21 +141,23 @@ def test_the_pipeline_runs_over_tls_with_an_acl_user_and_strangers_are_refused(t
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
         settings = Settings(
-            broker_url=url,
-            engine="test",
             queues=["tls0"],
             batch_size=4,
-            redis_ssl_ca_certs=tls["ssl_ca_certs"],
-            redis_ssl_certfile=tls["ssl_certfile"],
-            redis_ssl_keyfile=tls["ssl_keyfile"],
+            redis={
+                "url": url,
+                "ssl_ca_certs": tls["ssl_ca_certs"],
+                "ssl_certfile": tls["ssl_certfile"],
+                "ssl_keyfile": tls["ssl_keyfile"],
+            },
+            engine={"backend": "test"},
         )
         worker = start_worker(
             queue="tls0",
             app=create_app(settings),
-            VLMQ_BROKER_URL=url,
-            VLMQ_REDIS_SSL_CA_CERTS=tls["ssl_ca_certs"],
-            VLMQ_REDIS_SSL_CERTFILE=tls["ssl_certfile"],
-            VLMQ_REDIS_SSL_KEYFILE=tls["ssl_keyfile"],
+            VLMQ_REDIS__URL=url,
+            VLMQ_REDIS__SSL_CA_CERTS=tls["ssl_ca_certs"],
+            VLMQ_REDIS__SSL_CERTFILE=tls["ssl_certfile"],
+            VLMQ_REDIS__SSL_KEYFILE=tls["ssl_keyfile"],
         )
         make_good_images(image_dir, 12)
         assert submit(image_dir, settings, queues=["tls0"]).wait(timeout=60).outcomes == {"done": 12}

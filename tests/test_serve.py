@@ -37,8 +37,8 @@ def serve(settings, tmp_path):
 
     def start(*args: str, **env: str) -> ServeProcess:
         base = {
-            "VLMQ_BROKER_URL": settings.broker_url,
-            "VLMQ_ENGINE": settings.engine,
+            "VLMQ_REDIS__URL": settings.redis.url,
+            "VLMQ_ENGINE__BACKEND": settings.engine.backend,
             "VLMQ_QUEUES": f'["{settings.queues[0]}"]',
             "VLMQ_SERVE__ALLOW_PRIVATE_URLS": "true",
         }
@@ -246,7 +246,7 @@ def test_a_job_over_http_finishes_its_records_match_producer_results_and_metrics
             "-m",
             "producers.cli",
             "--broker-url",
-            settings.broker_url,
+            settings.redis.url,
             "results",
             job_id,
             "--format",

@@ -44,16 +44,16 @@ def test_the_openai_client_gets_real_vllm_answers_by_url_base64_and_json_schema(
     model = str(tiny_model)
     worker = start_worker(
         timeout=120,
-        VLMQ_ENGINE="vllm",
-        VLMQ_MODEL=model,
-        VLMQ_DTYPE="float32",
-        VLMQ_ENFORCE_EAGER="true",
-        VLMQ_MAX_MODEL_LEN="1024",
+        VLMQ_ENGINE__BACKEND="vllm",
+        VLMQ_ENGINE__MODEL=model,
+        VLMQ_ENGINE__DTYPE="float32",
+        VLMQ_ENGINE__ENFORCE_EAGER="true",
+        VLMQ_ENGINE__MAX_MODEL_LEN="1024",
         VLLM_CPU_KVCACHE_SPACE="1",
     )
     server = ServeProcess(
         {
-            "VLMQ_BROKER_URL": settings.broker_url,
+            "VLMQ_REDIS__URL": settings.redis.url,
             "VLMQ_SERVE__ALLOW_PRIVATE_URLS": "true",
             "VLMQ_SERVE__BATCH_WINDOW_MS": "100",
         },

@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from config.settings import Settings, StageSampling
+from config.sampling import StageSampling
+from config.settings import Settings
 
 
 def test_setting_one_sampling_field_of_a_stage_from_the_environment_keeps_the_stages_other_defaults(monkeypatch):

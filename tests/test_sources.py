@@ -197,7 +197,7 @@ def test_a_hugging_face_dataset_folder_gives_one_record_per_row_and_a_null_image
 def test_a_parquet_file_reads_the_image_column_the_flag_names(settings, start_worker, tmp_path):
     _, parquet = make_tables(tmp_path)
     start_worker()
-    job = submit(parquet, settings.with_overrides(image_column="picture"))
+    job = submit(parquet, settings.with_overrides(images={"image_column": "picture"}))
     assert job.wait(timeout=60).outcomes == {"done": 2, "failed": 1}
     found = {r.source: r for r in job.records()}
     assert found["extra#row=0"].error is None and "cell is null" in found["extra#row=1"].error

@@ -38,8 +38,8 @@ def make_batch(n: int) -> tuple[BatchState, dict[str, bytes]]:
     return BatchState(job_id="j", batch_id="j-b0", items=items), images
 
 
-def run_all(batch, images, engine, cache=None, **spec_kw) -> BatchState:
-    settings = Settings(engine="test", **spec_kw)
+def run_all(batch, images, engine, cache=None, prompt_dir=None, **conditions) -> BatchState:
+    settings = Settings(conditions=conditions, engine={"backend": "test"}).with_overrides(prompt_dir=prompt_dir)
     spec = JobSpec.from_settings(settings, "j", load_prompt_set(settings.prompt_dir), [])
     ctx = StageContext(
         engine=lambda: engine,
@@ -123,7 +123,7 @@ def test_a_second_run_gets_classifications_from_the_stage_cache_and_computes_the
 def test_a_missing_blob_fails_only_that_image():
     batch, images = make_batch(4)
     del images[batch.items[0].ref.sha256]
-    spec = JobSpec.from_settings(Settings(engine="test"), "j", load_prompt_set(PACKAGE_PROMPT_DIR), [])
+    spec = JobSpec.from_settings(Settings(engine={"backend": "test"}), "j", load_prompt_set(PACKAGE_PROMPT_DIR), [])
     ctx = StageContext(
         engine=lambda: CountingEngine(),
         spec=spec,

@@ -29,10 +29,10 @@ pytestmark = [
 # vLLM 0.32 looks a PaliGemma's vision encoder up through its Pixtral module, which imports torchvision.
 NEEDS_TORCHVISION = {"paligemma"}
 ENGINE_ENV = dict(
-    VLMQ_ENGINE="vllm",
-    VLMQ_DTYPE="float32",
-    VLMQ_ENFORCE_EAGER="true",
-    VLMQ_MAX_MODEL_LEN="1024",
+    VLMQ_ENGINE__BACKEND="vllm",
+    VLMQ_ENGINE__DTYPE="float32",
+    VLMQ_ENGINE__ENFORCE_EAGER="true",
+    VLMQ_ENGINE__MAX_MODEL_LEN="1024",
     VLLM_CPU_KVCACHE_SPACE="1",
 )
 SCHEMA_PROMPT = """==== USER PROMPT ====
@@ -64,8 +64,8 @@ def test_a_tiny_model_of_each_runnable_family_runs_a_real_batch_through_the_thre
         pytest.skip(f"{family}: vLLM needs torchvision for it (README, Models)")
     model = build(family, tmp_path / f"tiny-{family}")
     make_good_images(image_dir, 4, size=(320, 240))
-    start_worker(timeout=180, VLMQ_MODEL=str(model), **ENGINE_ENV)
-    job = submit(image_dir, settings.with_overrides(engine="vllm", model=str(model)))
+    start_worker(timeout=180, VLMQ_ENGINE__MODEL=str(model), **ENGINE_ENV)
+    job = submit(image_dir, settings.with_overrides(engine={"backend": "vllm", "model": str(model)}))
     assert job.wait(timeout=400).finished
     records = list(job.records())
     assert len(records) == 4
@@ -83,8 +83,10 @@ def test_a_prompt_schema_shapes_real_vllm_outputs_into_record_fields_and_exports
     model = build("idefics3", tmp_path / "tiny-idefics3")
     prompts = shaped_prompts(tmp_path / "prompts")
     make_good_images(image_dir, 6, size=(320, 240))
-    start_worker(timeout=180, VLMQ_MODEL=str(model), **ENGINE_ENV)
-    job = submit(image_dir, settings.with_overrides(engine="vllm", model=str(model), prompt_dir=prompts))
+    start_worker(timeout=180, VLMQ_ENGINE__MODEL=str(model), **ENGINE_ENV)
+    job = submit(
+        image_dir, settings.with_overrides(prompt_dir=prompts, engine={"backend": "vllm", "model": str(model)})
+    )
     assert job.wait(timeout=400).finished
     records = list(job.records())
     assert len(records) == 6

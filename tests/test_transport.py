@@ -26,7 +26,7 @@ def test_a_worker_that_cannot_read_the_producers_folder_processes_its_images(set
 def test_image_blobs_in_redis_never_exceed_the_in_flight_limit(settings, start_worker, image_dir, store):
     make_good_images(image_dir, 320, size=(256, 192))
     settings = settings.with_overrides(batch_size=8, max_inflight_batches=2)
-    start_worker(VLMQ_TEST_ENGINE_DELAY_S="0.03")
+    start_worker(VLMQ_ENGINE__TEST_DELAY_S="0.03")
     samples, biggest, stop = [], [0], threading.Event()
 
     def sample():

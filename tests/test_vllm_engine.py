@@ -33,15 +33,17 @@ def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
     make_good_images(image_dir, 12, size=(320, 240))
     worker = start_worker(
         timeout=120,
-        VLMQ_ENGINE="vllm",
-        VLMQ_MODEL=str(tiny_model),
-        VLMQ_DTYPE="float32",
-        VLMQ_ENFORCE_EAGER="true",
-        VLMQ_MAX_MODEL_LEN="1024",
+        VLMQ_ENGINE__BACKEND="vllm",
+        VLMQ_ENGINE__MODEL=str(tiny_model),
+        VLMQ_ENGINE__DTYPE="float32",
+        VLMQ_ENGINE__ENFORCE_EAGER="true",
+        VLMQ_ENGINE__MAX_MODEL_LEN="1024",
         VLLM_CPU_KVCACHE_SPACE="1",
         VLMQ_SYSTEM_PROMPT=SHARED_SYSTEM_PROMPT,
     )
-    settings = settings.with_overrides(engine="vllm", model=str(tiny_model), system_prompt=SHARED_SYSTEM_PROMPT)
+    settings = settings.with_overrides(
+        system_prompt=SHARED_SYSTEM_PROMPT, engine={"backend": "vllm", "model": str(tiny_model)}
+    )
     job = submit(image_dir, settings)
     progress = job.wait(timeout=400)
     records = list(job.records())
@@ -71,9 +73,9 @@ def test_a_sigkilled_vllm_worker_leaves_no_engine_processes_once_a_worker_starts
     from workers.orphans import orphaned_engines
 
     make_good_images(image_dir, 4, size=(320, 240))
-    env = dict(VLMQ_ENGINE="vllm", VLMQ_MODEL=str(tiny_model), VLLM_CPU_KVCACHE_SPACE="1")
+    env = dict(VLMQ_ENGINE__BACKEND="vllm", VLMQ_ENGINE__MODEL=str(tiny_model), VLLM_CPU_KVCACHE_SPACE="1")
     worker = start_worker(timeout=120, **env)
-    submit(image_dir, settings.with_overrides(engine="vllm", model=str(tiny_model))).wait(timeout=400)
+    submit(image_dir, settings.with_overrides(engine={"backend": "vllm", "model": str(tiny_model)})).wait(timeout=400)
     os.kill(worker.proc.pid, signal.SIGKILL)  # the worker only, as the OOM killer would: not its session
     worker.proc.wait()
     time.sleep(2)
@@ -111,14 +113,14 @@ def test_a_sigkilled_engine_process_is_rebuilt_mid_job_and_every_image_is_done_t
     names = make_good_images(image_dir, 24, size=(320, 240))
     worker = start_worker(
         timeout=120,
-        VLMQ_ENGINE="vllm",
-        VLMQ_MODEL=str(tiny_model),
-        VLMQ_DTYPE="float32",
-        VLMQ_ENFORCE_EAGER="true",
-        VLMQ_MAX_MODEL_LEN="1024",
+        VLMQ_ENGINE__BACKEND="vllm",
+        VLMQ_ENGINE__MODEL=str(tiny_model),
+        VLMQ_ENGINE__DTYPE="float32",
+        VLMQ_ENGINE__ENFORCE_EAGER="true",
+        VLMQ_ENGINE__MAX_MODEL_LEN="1024",
         VLLM_CPU_KVCACHE_SPACE="1",
     )
-    settings = settings.with_overrides(engine="vllm", model=str(tiny_model), batch_size=8)
+    settings = settings.with_overrides(batch_size=8, engine={"backend": "vllm", "model": str(tiny_model)})
     settings.sampling.score.max_tokens = 256  # room for the whole regex-bounded answer
     job = submit(image_dir, settings)
     deadline = time.monotonic() + 400

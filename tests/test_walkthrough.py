@@ -81,7 +81,7 @@ def terminals(tmp_path, settings):
     """A folder like a user's checkout (.venv beside the images) and a way to open terminals there."""
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     opened: list[Terminal] = []
-    env = {"VLMQ_BROKER_URL": settings.broker_url, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
+    env = {"VLMQ_REDIS__URL": settings.redis.url, "PYTHONPATH": str(ROOT), "TERM": "xterm-256color"}
 
     def open_terminal() -> Terminal:
         term = Terminal(f"vlmq-{tmp_path.name[-12:]}-{len(opened)}", tmp_path, env)

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from config.settings import Settings, StageSampling
+from config.sampling import StageSampling
+from config.settings import Settings
 from workers.formats import OutputFormat
 
 
@@ -65,16 +66,16 @@ TEST_ENGINE_ID = "deterministic-test-engine"
 
 def engine_model_id(settings: Settings) -> str:
     """What records name as their model: the model, or plainly the test engine."""
-    return TEST_ENGINE_ID if settings.engine == "test" else settings.model
+    return TEST_ENGINE_ID if settings.engine.backend == "test" else settings.engine.model
 
 
 def create_engine(settings: Settings) -> Engine:
     """The engine the settings name; vLLM is imported only when it is the one wanted."""
-    if settings.engine == "test":
+    if settings.engine.backend == "test":
         from workers.test_engine import DeterministicTestEngine
 
         return DeterministicTestEngine(
-            settings.test_engine_delay_s, settings.test_engine_fail_on, settings.test_engine_exit_on
+            settings.engine.test_delay_s, settings.engine.test_fail_on, settings.engine.test_exit_on
         )
     from workers.vllm_engine import VLLMEngine
 

@@ -35,7 +35,7 @@ def resolve_model_path(model: str) -> str:
         raise ConfigError(
             f"model {model!r} is neither a local folder nor downloadable here ({type(exc).__name__}). "
             "Download it on a machine with network (`hf download ID --local-dir DIR`) "
-            "and pass --model DIR (or VLMQ_MODEL=DIR). To try the pipeline offline: "
+            "and pass --model DIR (or VLMQ_ENGINE__MODEL=DIR). To try the pipeline offline: "
             "`python -m workers.tiny_model .models/tiny-smolvlm` builds a tiny random-weight model "
             "(meaningless outputs) to pass as --model .models/tiny-smolvlm."
         ) from exc
@@ -44,14 +44,14 @@ def resolve_model_path(model: str) -> str:
 def engine_kwargs(settings: Settings, spec: ModelSpec, model_path: str, on_cpu: bool = False) -> dict[str, Any]:
     kwargs: dict[str, Any] = dict(
         model=model_path,
-        tensor_parallel_size=settings.tensor_parallel_size,
-        dtype=settings.dtype if settings.dtype != "auto" or not on_cpu else "float32",
-        max_model_len=settings.max_model_len,  # None: the model's own limit
-        gpu_memory_utilization=settings.gpu_memory_utilization,
-        limit_mm_per_prompt=settings.limit_mm_per_prompt or spec.limit_mm_per_prompt,
-        enable_prefix_caching=settings.enable_prefix_caching,
+        tensor_parallel_size=settings.engine.tensor_parallel_size,
+        dtype=settings.engine.dtype if settings.engine.dtype != "auto" or not on_cpu else "float32",
+        max_model_len=settings.engine.max_model_len,  # None: the model's own limit
+        gpu_memory_utilization=settings.engine.gpu_memory_utilization,
+        limit_mm_per_prompt=settings.engine.limit_mm_per_prompt or spec.limit_mm_per_prompt,
+        enable_prefix_caching=settings.engine.enable_prefix_caching,
         # graph capture / compilation buys nothing on the CPU backend and costs minutes at start-up
-        enforce_eager=on_cpu if settings.enforce_eager is None else settings.enforce_eager,
+        enforce_eager=on_cpu if settings.engine.enforce_eager is None else settings.engine.enforce_eager,
         disable_log_stats=False,  # keeps get_metrics() (prefix-cache counters) available
         seed=0,
         # JSON outputs (chat requests' response_format) without free whitespace: a weak model can
@@ -61,21 +61,21 @@ def engine_kwargs(settings: Settings, spec: ModelSpec, model_path: str, on_cpu: 
     )
     if spec.mm_processor_kwargs:
         kwargs["mm_processor_kwargs"] = dict(spec.mm_processor_kwargs)
-    if settings.max_num_seqs:
-        kwargs["max_num_seqs"] = settings.max_num_seqs
-    return {**kwargs, **spec.engine_kwargs, **settings.engine_kwargs}
+    if settings.engine.max_num_seqs:
+        kwargs["max_num_seqs"] = settings.engine.max_num_seqs
+    return {**kwargs, **spec.engine_kwargs, **settings.engine.kwargs}
 
 
 class VLLMEngine:
     def __init__(self, settings: Settings) -> None:
-        self.spec = resolve_spec(settings.model, settings.model_family)
-        self.model_id = settings.model
-        model_path = resolve_model_path(settings.model)  # fails fast and clearly, before the import
+        self.spec = resolve_spec(settings.engine.model, settings.engine.model_family)
+        self.model_id = settings.engine.model
+        model_path = resolve_model_path(settings.engine.model)  # fails fast and clearly, before the import
         from vllm import LLM  # heavy: imported only by the process that runs the engine
         from vllm.platforms import current_platform
 
         if current_platform.is_cpu():
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.cpu_kvcache_space_gb))
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(settings.engine.cpu_kvcache_space_gb))
         kwargs = engine_kwargs(settings, self.spec, model_path, current_platform.is_cpu())
         log.info("starting vLLM engine", extra={"engine_kwargs": {k: str(v) for k, v in kwargs.items()}})
         try:

@@ -57,16 +57,9 @@ class Fleet:
 
 def async_redis(settings: Settings) -> aioredis.Redis:
     """For BLPOP: no socket timeout (a wait for answers may last request_timeout_s)."""
-    kwargs: dict[str, Any] = {}
-    if settings.broker_url.startswith("rediss://"):
-        kwargs.update(
-            ssl_ca_certs=settings.redis_ssl_ca_certs,
-            ssl_certfile=settings.redis_ssl_certfile,
-            ssl_keyfile=settings.redis_ssl_keyfile,
-            ssl_cert_reqs="required",
-        )
+    kwargs: dict[str, Any] = settings.redis.tls() or {}
     # redis-py 8 defaults to a 5 s socket timeout, which would cut a long BLPOP short
-    return aioredis.Redis.from_url(settings.broker_url, socket_timeout=None, socket_connect_timeout=5, **kwargs)
+    return aioredis.Redis.from_url(settings.redis.url, socket_timeout=None, socket_connect_timeout=5, **kwargs)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -83,7 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state = app.state
-        state.store = JobStore(redis_client(settings, retry_s=5), settings.job_ttl_s)
+        state.store = JobStore(redis_client(settings, retry_s=5), settings.redis.job_ttl_s)
         state.aredis = async_redis(settings)
         state.http = httpx.AsyncClient(timeout=serve.fetch_timeout_s)
         state.celery = create_celery(settings)

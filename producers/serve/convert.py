@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from app.chat import ChatAnswer, ChatItem
-from config.settings import StageSampling
+from config.sampling import StageSampling
 from producers.serve.errors import ApiError
 from producers.serve.openai_schema import (
     UNSUPPORTED,

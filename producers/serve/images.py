@@ -103,12 +103,12 @@ async def load_image(url: str, settings: Settings, client: httpx.AsyncClient) ->
 
 def limits_for(settings: Settings, model: str) -> PrepareLimits:
     """Downscale to what the model's processor uses, when the model's family is known."""
-    edge = settings.max_image_edge
+    edge = settings.images.max_image_edge
     try:
-        edge = min(edge, resolve_spec(model, settings.model_family).max_image_edge)
+        edge = min(edge, resolve_spec(model, settings.engine.model_family).max_image_edge)
     except ConfigError:
         pass
-    return PrepareLimits(settings.serve.max_image_bytes, settings.max_pixels, edge, settings.jpeg_quality)
+    return PrepareLimits(settings.serve.max_image_bytes, settings.images.max_pixels, edge, settings.images.jpeg_quality)
 
 
 async def prepare(raw: bytes, settings: Settings, model: str) -> Prepared:

@@ -76,10 +76,12 @@ class JobRunner:
         return self.settings.with_overrides(
             batch_size=req.batch_size,
             use_cache=req.use_cache,
-            score_threshold=req.score_threshold,
-            categories_to_score=req.categories_to_score,
-            categories_to_summarize=req.categories_to_summarize,
             **overrides,
+            conditions={
+                "score_threshold": req.score_threshold,
+                "categories_to_score": req.categories_to_score,
+                "categories_to_summarize": req.categories_to_summarize,
+            },
         )
 
     def folder_under_roots(self, folder: str) -> Path:
@@ -134,7 +136,7 @@ class JobRunner:
                 job_id,
                 urls,
                 self.settings.serve,
-                settings.extensions,
+                settings.images.extensions,
                 base,
                 on_one=lambda: self._bump(job_id),
                 cancelled=lambda: self._status(job_id) == "cancelled",
