@@ -19,19 +19,10 @@ from struct import error as struct_error
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from config.groups import PrepareLimits
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
 ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
-
-
-@dataclass(frozen=True)
-class PrepareLimits:
-    max_file_bytes: int
-    max_pixels: int
-    max_edge: int
-    jpeg_quality: int
-    use_draft: bool = True  # JPEG reduced-size decoding (off only to measure what it saves)
-    fetch_timeout_s: float = 30.0  # whole download of one URL (image or shard stream stall)
-    max_redirects: int = 3
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from app.decode import PrepareLimits
 from config.errors import ConfigError, UnsupportedModelError
+from config.groups import PrepareLimits
 from config.settings import Settings
 from workers.registry import resolve_spec
 
@@ -24,11 +24,4 @@ def useful_edge(settings: Settings) -> int:
 
 
 def limits_from(settings: Settings) -> PrepareLimits:
-    return PrepareLimits(
-        settings.images.max_file_bytes,
-        settings.images.max_pixels,
-        useful_edge(settings),
-        settings.images.jpeg_quality,
-        fetch_timeout_s=settings.images.fetch_timeout_s,
-        max_redirects=settings.images.max_redirects,
-    )
+    return settings.images.limits(useful_edge(settings))

@@ -15,7 +15,6 @@ from config.settings import Settings, resolve_location
 from workers.engine import engine_model_id
 
 Stage = Literal["classify", "score", "summary"]
-STAGES: tuple[Stage, ...] = ("classify", "score", "summary")
 # Lower runs first with the Redis transport's priority strategy: a batch's later stages overtake
 # new batches, so chains run depth-first and the engine's prefix cache still holds their images.
 PRIORITY: dict[Stage, int] = {"classify": 9, "score": 3, "summary": 0}

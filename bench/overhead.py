@@ -34,8 +34,8 @@ from config.settings import Settings
 from producers.api import submit
 from producers.local import WorkerProcess
 from producers.scan import scan
+from workers.deterministic_engine import DeterministicTestEngine
 from workers.engine import Engine
-from workers.test_engine import DeterministicTestEngine
 
 
 def plain_loop(

@@ -6,7 +6,7 @@ import pytest
 from app import keys
 from app.chat import ChatBatch, ChatItem, answer_batch
 from config.sampling import StageSampling
-from workers.test_engine import DeterministicTestEngine
+from workers.deterministic_engine import DeterministicTestEngine
 
 BATCH_ID = "chat-" + "0" * 32
 

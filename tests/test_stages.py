@@ -10,7 +10,7 @@ from config.errors import BatchRejectedError, EngineDeadError
 from config.prompts import load_prompt_set
 from config.settings import PACKAGE_PROMPT_DIR, Settings
 from tests.images import jpeg_bytes
-from workers.test_engine import DeterministicTestEngine
+from workers.deterministic_engine import DeterministicTestEngine
 
 
 class CountingEngine(DeterministicTestEngine):

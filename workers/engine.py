@@ -72,7 +72,7 @@ def engine_model_id(settings: Settings) -> str:
 def create_engine(settings: Settings) -> Engine:
     """The engine the settings name; vLLM is imported only when it is the one wanted."""
     if settings.engine.backend == "test":
-        from workers.test_engine import DeterministicTestEngine
+        from workers.deterministic_engine import DeterministicTestEngine
 
         return DeterministicTestEngine(
             settings.engine.test_delay_s, settings.engine.test_fail_on, settings.engine.test_exit_on
