@@ -22,9 +22,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from app.decode import Failed, PrepareLimits
 from bench.common import Timer, report
 from producers.pool import PreparePool
-from producers.prepare import Failed, PrepareLimits
 from producers.scan import scan
 
 

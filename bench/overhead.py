@@ -23,8 +23,8 @@ from pathlib import Path
 
 import redis
 from celery.result import AsyncResult
-from producers.prepare import prepare_file
 
+from app.decode import prepare_file
 from app.limits import limits_from
 from app.schemas import BatchState, ImageRef, ItemState, JobSpec
 from app.stages import StageContext, run_stage
