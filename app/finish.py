@@ -9,9 +9,10 @@ from typing import Any
 
 from app import keys, refs
 from app.collect import drop_in_flight_if_collected
+from app.job_spec import JobSpec
 from app.pipeline import chain_task_ids
 from app.runtime import WorkerRuntime
-from app.schemas import BatchState, ImageRecord, ItemState, JobSpec
+from app.schemas import BatchState, ImageRecord, ItemState
 from app.store import JobStore
 from workers.engine import engine_model_id
 

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from app import keys
+from app.job_spec import JobSpec
 from app.routing import level_keys
-from app.schemas import JobSpec
 from config.errors import JobNotFoundError
 
 

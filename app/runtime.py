@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from celery import Celery, Task
 
 from app import refs
+from app.job_spec import JobSpec
 from app.results import ResultsDataset
-from app.schemas import ItemState, JobSpec
+from app.schemas import ItemState
 from app.store import JobStore
 from config.errors import JobNotFoundError
 from config.settings import Settings

@@ -19,10 +19,11 @@ from app import keys, redis_full
 from app.claims import Claims, RedisClaims
 from app.decode import Prepared
 from app.heartbeat import live_queues
+from app.job_spec import JobSpec
 from app.pipeline import batch_chain, chain_task_ids
 from app.results import ResultsDataset
 from app.routing import least_loaded
-from app.schemas import BatchState, ImageRecord, ImageRef, ItemState, JobSpec
+from app.schemas import BatchState, ImageRecord, ImageRef, ItemState
 from app.store import JobStore
 from config.settings import Settings
 

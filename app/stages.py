@@ -13,7 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.schemas import BatchState, Classification, ItemState, JobSpec, Scoring, Stage, Summary
+from app.job_spec import JobSpec
+from app.schemas import BatchState, Classification, ItemState, Scoring, Stage, Summary
 from config.errors import BatchRejectedError, OutputParseError, PipelineError
 from config.output_schema import parse_json_output
 from config.prompts import Prompt

@@ -25,8 +25,9 @@ import redis
 from celery.result import AsyncResult
 
 from app.decode import prepare_file
+from app.job_spec import JobSpec
 from app.limits import limits_from
-from app.schemas import BatchState, ImageRef, ItemState, JobSpec
+from app.schemas import BatchState, ImageRef, ItemState
 from app.stages import StageContext, run_stage
 from bench.common import Timer, image_folder, redis_server, report, workers
 from config.prompts import load_prompt_set

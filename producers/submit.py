@@ -24,10 +24,11 @@ from app.claims import LocalClaims
 from app.collect import collect, free_results
 from app.decode import Failed, Prepared, PrepareLimits
 from app.factory import create_app
+from app.job_spec import JobSpec
 from app.limits import limits_from
 from app.names import display_name
 from app.results import ResultsDataset
-from app.schemas import ItemState, JobSpec
+from app.schemas import ItemState
 from app.shipping import Shipper, SubmitStats, write_failure
 from app.store import JobStore
 from config.errors import JobNotFoundError, JobStateError

@@ -93,7 +93,7 @@ def test_an_unknown_job_id_is_a_clear_error_that_creates_nothing(settings, comma
 
 
 def test_an_ambiguous_prefix_names_the_jobs_it_could_mean(settings, store):
-    from app.schemas import JobSpec
+    from app.job_spec import JobSpec
     from config.prompts import load_prompt_set
 
     prompts = load_prompt_set(settings.prompt_dir, "default")

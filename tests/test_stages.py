@@ -4,7 +4,8 @@ import hashlib
 
 import pytest
 
-from app.schemas import BatchState, ImageRef, ItemState, JobSpec
+from app.job_spec import JobSpec
+from app.schemas import BatchState, ImageRef, ItemState
 from app.stages import MemoryCache, StageContext, run_stage
 from config.errors import BatchRejectedError, EngineDeadError
 from config.prompts import load_prompt_set

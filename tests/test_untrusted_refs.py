@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from app import refs
+from app.job_spec import JobSpec
 from app.pipeline import batch_chain
-from app.schemas import BatchState, ImageRef, ItemState, JobSpec
+from app.schemas import BatchState, ImageRef, ItemState
 from config.prompts import load_prompt_set
 from producers.api import Job, submit
 from producers.submit import new_job_id
