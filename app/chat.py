@@ -18,9 +18,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app import keys
-from config.errors import BatchRejectedError, EngineError
+from config.errors import EngineError
 from config.sampling import StageSampling
-from workers.engine import Completion, Engine, EngineRequest
+from workers.engine import Engine, EngineRequest, split_on_reject
 
 log = logging.getLogger(__name__)
 ANSWER_TTL_S = 600
@@ -77,21 +77,6 @@ def _engine_request(item: ChatItem, image: bytes) -> EngineRequest:
     )
 
 
-def complete_resilient(engine: Engine, requests: list[EngineRequest]) -> list[Completion | EngineError]:
-    """One engine call; a batch the engine refuses is split down to the request that fails.
-
-    A dead engine (EngineDeadError) is not split: it propagates, and serve_batch rebuilds it."""
-    if not requests:
-        return []
-    try:
-        return list(engine.complete(requests))
-    except BatchRejectedError as exc:
-        if len(requests) == 1:
-            return [exc]
-        mid = len(requests) // 2
-        return complete_resilient(engine, requests[:mid]) + complete_resilient(engine, requests[mid:])
-
-
 def answer_batch(
     batch: ChatBatch, engine: Callable[[], Engine], images: Sequence[bytes | None], worker: str | None = None
 ) -> list[ChatAnswer]:
@@ -106,7 +91,9 @@ def answer_batch(
             "chat request", extra={"request_id": item.request_id, "batch_id": batch.batch_id, "format": item.format}
         )
     started = time.perf_counter()
-    outputs = complete_resilient(engine(), [_engine_request(batch.items[n], images[n]) for n in todo]) if todo else []
+    outputs = (
+        split_on_reject(engine().complete, [_engine_request(batch.items[n], images[n]) for n in todo]) if todo else []
+    )
     elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
     for n, out in zip(todo, outputs):
         if isinstance(out, EngineError):

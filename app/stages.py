@@ -15,10 +15,10 @@ from typing import Any, Protocol
 
 from app.job_spec import JobSpec
 from app.schemas import BatchState, Classification, ItemState, Scoring, Stage, Summary
-from config.errors import BatchRejectedError, OutputParseError, PipelineError
+from config.errors import OutputParseError, PipelineError
 from config.output_schema import parse_json_output
 from config.prompts import Prompt
-from workers.engine import Engine, EngineRequest
+from workers.engine import Engine, EngineRequest, split_on_reject
 from workers.formats import (
     JSON_MIN_TOKENS,
     OutputFormat,
@@ -109,21 +109,6 @@ def cache_key(stage: Stage, unit: Unit, spec: JobSpec) -> tuple[str, str]:
     return hashlib.sha256(raw.encode()).hexdigest()[:24], unit.item.ref.sha256
 
 
-def generate_resilient(engine: Engine, requests: list[EngineRequest]) -> list[str | PipelineError]:
-    """One engine call; if the engine refuses the batch, split it and retry the halves down to
-    single images. A dead engine (EngineDeadError) is not split: it propagates, and the task
-    rebuilds the engine and retries the whole batch."""
-    if not requests:
-        return []
-    try:
-        return list(engine.generate(requests))
-    except BatchRejectedError as exc:
-        if len(requests) == 1:
-            return [exc]
-        mid = len(requests) // 2
-        return generate_resilient(engine, requests[:mid]) + generate_resilient(engine, requests[mid:])
-
-
 def apply_json_output(stage: Stage, unit: Unit, text: str) -> None:
     """A schema-constrained output: the stage's own keys where the schema has them, the rest as fields."""
     assert unit.schema is not None
@@ -189,7 +174,7 @@ def run_stage(stage: Stage, batch: BatchState, ctx: StageContext) -> BatchState:
         )
         sent.append(i)
     outputs: dict[int, str | PipelineError] = dict(
-        zip(sent, generate_resilient(ctx.engine(), requests) if requests else [])
+        zip(sent, split_on_reject(ctx.engine().generate, requests) if requests else [])
     )
     fresh: dict[tuple[str, str], str] = {}
     hit_items: dict[int, bool] = {}

@@ -7,10 +7,11 @@ batch reuse the prefix-cache blocks that the classification stage computed for i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from config.errors import BatchRejectedError
 from config.sampling import StageSampling
 from config.settings import Settings
 from workers.formats import OutputFormat
@@ -62,6 +63,26 @@ class Engine(Protocol):
 
 
 TEST_ENGINE_ID = "deterministic-test-engine"
+
+
+T = TypeVar("T")
+
+
+def split_on_reject(
+    call: Callable[[list[EngineRequest]], Iterable[T]], requests: list[EngineRequest]
+) -> list[T | BatchRejectedError]:
+    """One engine call; a batch the engine refuses is split in halves down to the request that
+    fails, which gets the error in its place. A dead engine (EngineDeadError) is not split: it
+    propagates, and the caller rebuilds the engine."""
+    if not requests:
+        return []
+    try:
+        return list(call(requests))
+    except BatchRejectedError as exc:
+        if len(requests) == 1:
+            return [exc]
+        mid = len(requests) // 2
+        return split_on_reject(call, requests[:mid]) + split_on_reject(call, requests[mid:])
 
 
 def engine_model_id(settings: Settings) -> str:

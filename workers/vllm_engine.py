@@ -118,31 +118,25 @@ class VLLMEngine:
         stop = list(self.spec.stop) + s.pop("stop")
         return SamplingParams(**s, stop=stop or None, structured_outputs=structured)
 
-    def generate(self, requests: Sequence[EngineRequest]) -> list[str]:
+    def _chat(self, requests: Sequence[EngineRequest]) -> list[Any]:
+        """One `LLM.chat` call; a dead engine or a refused batch becomes the matching EngineError."""
         conversations = [self._conversation(r) for r in requests]
         params = [self._sampling(r) for r in requests]
         done = threading.Event()
         threading.Thread(target=self._wake_on_death, args=(done,), name="vlmq-engine-watch", daemon=True).start()
         try:
-            outputs = self.llm.chat(conversations, params, use_tqdm=False, chat_template=self.spec.chat_template)
+            return self.llm.chat(conversations, params, use_tqdm=False, chat_template=self.spec.chat_template)
         except Exception as exc:
             raise self.classify(exc, len(requests)) from exc
         finally:
             done.set()
-        return [out.outputs[0].text if out.outputs else "" for out in outputs]
+
+    def generate(self, requests: Sequence[EngineRequest]) -> list[str]:
+        return [out.outputs[0].text if out.outputs else "" for out in self._chat(requests)]
 
     def complete(self, requests: Sequence[EngineRequest]) -> list[Completion]:
-        """One `LLM.chat` call, with vLLM's own token counts and finish reasons (chat requests)."""
-        conversations = [self._conversation(r) for r in requests]
-        params = [self._sampling(r) for r in requests]
-        done_watch = threading.Event()
-        threading.Thread(target=self._wake_on_death, args=(done_watch,), name="vlmq-engine-watch", daemon=True).start()
-        try:
-            outputs = self.llm.chat(conversations, params, use_tqdm=False)
-        except Exception as exc:  # as in generate: a dead engine is rebuilt, a refused batch split
-            raise self.classify(exc, len(requests)) from exc
-        finally:
-            done_watch.set()
+        """With vLLM's own token counts and finish reasons (chat requests)."""
+        outputs = self._chat(requests)
         done = []
         for out in outputs:
             first = out.outputs[0] if out.outputs else None

@@ -101,6 +101,9 @@ class FleetCollector:
 class ServiceMetrics:
     """The service's own metrics, in a registry of its own (several apps may live in one process)."""
 
+    def _per_model(self, name: str, doc: str, buckets: tuple[float, ...] = BUCKETS) -> Histogram:
+        return Histogram(name, doc, ["model"], buckets=buckets, registry=self.registry)
+
     def __init__(self, store: JobStore, queues: list[str], job_history: int) -> None:
         self.registry = CollectorRegistry()
         self.registry.register(FleetCollector(store, queues, job_history))
@@ -110,24 +113,8 @@ class ServiceMetrics:
             ["model", "status"],
             registry=self.registry,
         )
-        self.latency = Histogram(
-            "vlmq_chat_batch_seconds",
-            "Chat batch latency, task sent to answers received",
-            ["model"],
-            buckets=BUCKETS,
-            registry=self.registry,
+        self.latency = self._per_model("vlmq_chat_batch_seconds", "Chat batch latency, task sent to answers received")
+        self.sizes = self._per_model(
+            "vlmq_chat_batch_size", "Requests per chat batch (micro-batching)", (1, 2, 4, 8, 16, 32, 64, 128)
         )
-        self.sizes = Histogram(
-            "vlmq_chat_batch_size",
-            "Requests per chat batch (micro-batching)",
-            ["model"],
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
-            registry=self.registry,
-        )
-        self.engine = Histogram(
-            "vlmq_chat_engine_seconds",
-            "Engine time of a chat batch on its worker",
-            ["model"],
-            buckets=BUCKETS,
-            registry=self.registry,
-        )
+        self.engine = self._per_model("vlmq_chat_engine_seconds", "Engine time of a chat batch on its worker")
