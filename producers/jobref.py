@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app import keys
 from app.store import JobStore
 from config.errors import PipelineError
 
@@ -15,7 +16,7 @@ def resolve_job_id(store: JobStore, given: str) -> str:
         return given
     if len(given) < MIN_PREFIX:
         raise PipelineError(f"no job {given!r} (a prefix needs at least {MIN_PREFIX} characters)")
-    matches = sorted({m.decode() for m, _ in store.r.zscan_iter(store.jobs_key, match=f"{given}*", count=1000)})
+    matches = sorted({m.decode() for m, _ in store.r.zscan_iter(keys.JOBS, match=f"{given}*", count=1000)})
     matches = [m for m in matches if store.r.exists(store.key(m))]  # the index outlives expired jobs
     if not matches:
         raise PipelineError(f"no job {given!r} (see `producer jobs`)")
