@@ -36,7 +36,8 @@ def create_app(settings: Settings) -> Celery:
         "vlmq",
         broker=settings.redis.url,
         backend=settings.redis.backend_url,
-        include=["app.tasks", "app.prepare_task"],
+        # app.lifecycle connects the worker's signal handlers (heartbeat, hand-back, engine release)
+        include=["app.tasks", "app.prepare_task", "app.lifecycle"],
     )
     transport = _transport_options(settings)
     celery_app.conf.update(

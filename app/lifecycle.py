@@ -1,6 +1,6 @@
 """The worker process's life around its tasks: logs, heartbeat, the running batch, shutdown.
 
-Connected to Celery's signals when app.tasks imports it (every worker does).
+Connected to Celery's signals when the worker imports it (app.factory lists it in `include`).
 """
 
 from __future__ import annotations

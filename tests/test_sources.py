@@ -20,7 +20,7 @@ from tests.images import jpeg_bytes, make_good_images
 from tests.test_cli_ux import cli, redis_keys
 from tests.webserver import WebServer
 
-SOURCE_LIMITS = dict(fetch_timeout_s=2.0, max_file_bytes=200_000)  # the slow route answers after 5 s
+SOURCE_LIMITS = dict(images={"fetch_timeout_s": 2.0, "max_file_bytes": 200_000})  # the slow route answers after 5 s
 
 
 def photo(i: int) -> bytes:
