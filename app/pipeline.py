@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from celery import Celery, chain
 
-from app.schemas import PRIORITY, BatchState
+from app.schemas import PRIORITY, BatchState, Stage
 
-TASKS = (("app.tasks.classify", "classify"), ("app.tasks.score", "score"), ("app.tasks.summarize", "summary"))
+TASKS = tuple((f"app.tasks.{stage}", stage) for stage in get_args(Stage))
 
 
 def chain_task_ids(batch_id: str) -> list[str]:

@@ -8,10 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Stage = Literal["classify", "score", "summary"]
+Stage = Literal["classify", "score", "summarize"]  # the Celery tasks' names; outputs are nouns
 # Lower runs first with the Redis transport's priority strategy: a batch's later stages overtake
 # new batches, so chains run depth-first and the engine's prefix cache still holds their images.
-PRIORITY: dict[Stage, int] = {"classify": 9, "score": 3, "summary": 0}
+PRIORITY: dict[Stage, int] = {"classify": 9, "score": 3, "summarize": 0}
 
 
 class ImageRef(BaseModel):

@@ -88,7 +88,7 @@ def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
         option = "categories_to_score" if stage == "score" else "categories_to_summarize"
         item.skipped[stage] = f"category {category} is not in {option} {allowed}"
         return []
-    if stage == "summary" and spec.score_threshold is not None:
+    if stage == "summarize" and spec.score_threshold is not None:
         if not item.scores or item.scores[0].score is None:
             item.skipped[stage] = f"no score to compare with threshold {spec.score_threshold}"
             return []

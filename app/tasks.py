@@ -147,7 +147,7 @@ def score(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
 
 @app.task(bind=True, base=StageTask, name="app.tasks.summarize")
 def summarize(self: StageTask, payload: dict[str, Any]) -> list[dict[str, Any]] | dict[str, Any]:
-    return finish(self.runtime, run(self, "summary", payload), self.request.hostname, self.request.id)
+    return finish(self.runtime, run(self, "summarize", payload), self.request.hostname, self.request.id)
 
 
 @app.task(bind=True, base=StageTask, name="app.tasks.chat")

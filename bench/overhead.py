@@ -59,7 +59,7 @@ def plain_loop(
         )
         if len(batch) == settings.batch_size or i == len(entries) - 1:
             state = BatchState(job_id="loop", batch_id=hashlib.md5(str(i).encode()).hexdigest(), items=batch)
-            for stage in ("classify", "score", "summary"):
+            for stage in ("classify", "score", "summarize"):
                 started = time.perf_counter()
                 state = run_stage(stage, state, ctx)
                 stage_seconds[stage] = stage_seconds.get(stage, 0.0) + time.perf_counter() - started

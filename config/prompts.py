@@ -76,13 +76,9 @@ class PromptSet(BaseModel, frozen=True):
     def for_stage(self, stage: str, category: str) -> list[Prompt]:
         table, default = {
             "score": (self.scoring, self.scoring_default),
-            "summary": (self.summary, self.summary_default),
+            "summarize": (self.summary, self.summary_default),
         }[stage]
         return table.get(category.upper()) or default
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
 def _split_schema(name: str, text: str) -> tuple[str, dict[str, Any] | None]:

@@ -30,7 +30,7 @@ class StageSampling(BaseModel):
 STAGE_SAMPLING_DEFAULTS: dict[str, dict[str, Any]] = {
     "classify": {"max_tokens": 4},
     "score": {"max_tokens": 96},
-    "summary": {"max_tokens": 192, "min_tokens": 1},  # never an empty summary
+    "summarize": {"max_tokens": 192, "min_tokens": 1},  # never an empty summary
 }
 
 
@@ -39,7 +39,7 @@ class Sampling(BaseModel):
 
     classify: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["classify"])
     score: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["score"])
-    summary: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["summary"])
+    summarize: StageSampling = StageSampling(**STAGE_SAMPLING_DEFAULTS["summarize"])
 
     @model_validator(mode="before")
     @classmethod

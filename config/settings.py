@@ -3,7 +3,7 @@
 Every component receives a `Settings` instance; nothing reads the environment on its own. Settings
 come in groups (redis, images, engine, sampling, conditions, serve) beside the job-level fields.
 Nested values come from the environment with `__` as separator, e.g. `VLMQ_REDIS__URL=redis://…`,
-`VLMQ_ENGINE__MODEL=…`, `VLMQ_SAMPLING__SUMMARY__MAX_TOKENS=128`, or as JSON:
+`VLMQ_ENGINE__MODEL=…`, `VLMQ_SAMPLING__SUMMARIZE__MAX_TOKENS=128`, or as JSON:
 `VLMQ_QUEUES='["gpu0","gpu1"]'`. A partial group (one field, from any source) keeps the group's
 other defaults.
 """

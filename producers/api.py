@@ -132,9 +132,9 @@ class Job:
 
     def stage_counts(self) -> dict[str, dict[str, int]]:
         """Per stage: images done, skipped by a condition, failed there; and batches running now."""
-        counts = {stage: {"done": 0, "skipped": 0, "failed": 0} for stage in ("classify", "score", "summary")}
+        counts = {stage: {"done": 0, "skipped": 0, "failed": 0} for stage in ("classify", "score", "summarize")}
         for r in self.records():
-            done = {"classify": r.classification is not None, "score": bool(r.scores), "summary": bool(r.summaries)}
+            done = {"classify": r.classification is not None, "score": bool(r.scores), "summarize": bool(r.summaries)}
             for stage, row in counts.items():
                 row["done"] += done[stage]
                 row["skipped"] += stage in r.skipped

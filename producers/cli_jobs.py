@@ -33,7 +33,7 @@ def status(ctx, job_id, follow, as_json) -> None:
         click.echo(json.dumps({**progress.model_dump(mode="json"), "stages": stages}, indent=2))
         return
     table = progress_table(progress)
-    for stage in ("classify", "score", "summary"):
+    for stage in ("classify", "score", "summarize"):
         row = stages[stage]
         table.add_row(f"stage {stage}", f"{row['done']} done, {row['skipped']} skipped, {row['failed']} failed")
     table.add_row("running now", ", ".join(f"{w}: {t}" for w, t in stages["running"].items()) or "-")
@@ -116,7 +116,7 @@ def prompts(ctx, prompt_dir, classification_prompt) -> None:
             escape(cat),
             escape(desc),
             ", ".join(p.ref for p in ps.for_stage("score", cat)),
-            ", ".join(p.ref for p in ps.for_stage("summary", cat)),
+            ", ".join(p.ref for p in ps.for_stage("summarize", cat)),
         )
     out.print(table)
 

@@ -67,7 +67,7 @@ def test_each_chain_stays_on_the_worker_that_ran_its_first_link(settings, start_
     for name in (a.name, b.name):
         stats = store.worker_stats(name)
         # every batch this worker classified, it also scored and summarized
-        assert stats["classify.batches"] == stats["score.batches"] == stats["summary.batches"] > 0
+        assert stats["classify.batches"] == stats["score.batches"] == stats["summarize.batches"] > 0
 
 
 def test_work_waiting_on_a_queue_whose_worker_vanished_is_moved_to_a_live_one(settings, start_worker, image_dir, store):

@@ -82,7 +82,7 @@ def test_a_scoring_prompt_with_a_schema_yields_its_fields_in_the_record(tmp_path
         assert scoring.score is None and set(scoring.fields) == {"tags", "has_text", "mood"}
         assert isinstance(scoring.fields["has_text"], bool) and scoring.fields["mood"] in ("calm", "busy")
         assert scoring.fields["tags"] and all(isinstance(t, str) for t in scoring.fields["tags"])
-        assert item.skipped["summary"].startswith("no score to compare")  # a threshold needs a score
+        assert item.skipped["summarize"].startswith("no score to compare")  # a threshold needs a score
         record = ImageRecord.from_item(item, "x.jpg", "j", "b", "m", None)
         assert record.fields == scoring.fields
 

@@ -108,7 +108,7 @@ def test_the_cli_submits_waits_and_prints_one_record_per_image(settings, start_w
     assert len(rows) == 9 and all(r["classification"] and r["scoring"] and r["summary"] for r in rows)
     status = json.loads(run("status", job_id, "--json").stdout)
     assert status["status"] == "done" and status["outcomes"] == {"done": 9}
-    assert status["stages"]["summary"] == {"done": 9, "skipped": 0, "failed": 0}
+    assert status["stages"]["summarize"] == {"done": 9, "skipped": 0, "failed": 0}
 
 
 def test_an_engine_that_cannot_start_ends_the_job_with_readable_error_records(settings, start_worker, image_dir):

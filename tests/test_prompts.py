@@ -38,7 +38,7 @@ def test_adding_a_category_and_a_prompt_variant_needs_only_files(tmp_path: Path)
     (tmp_path / "summary_category_f.short.txt").write_text("Name the dish in three words.")
     ps = load_prompt_set(tmp_path)
     assert "F" in ps.categories
-    assert [p.name for p in ps.for_stage("summary", "F")] == ["summary_category_f", "summary_category_f.short"]
+    assert [p.name for p in ps.for_stage("summarize", "F")] == ["summary_category_f", "summary_category_f.short"]
 
 
 def test_a_missing_classification_prompt_is_a_clear_error():

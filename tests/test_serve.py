@@ -287,7 +287,7 @@ def test_a_job_over_http_finishes_its_records_match_producer_results_and_metrics
     assert done_by_worker == {worker.name: 23}
     assert {s.labels["queue"] for s in families["vlmq_queue_depth"].samples} >= {settings.queues[0]}
     assert any(
-        s.labels["worker"] == worker.name and s.labels["stage"] == "summary" and s.value > 0
+        s.labels["worker"] == worker.name and s.labels["stage"] == "summarize" and s.value > 0
         for s in families["vlmq_worker_batches"].samples
     )
     health = api.get("/health").json()

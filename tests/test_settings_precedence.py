@@ -12,22 +12,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_each_source_overrides_the_one_before_and_nested_partial_overrides_merge(tmp_path, monkeypatch):
     config = tmp_path / "settings.yaml"
-    config.write_text("batch_size: 5\nmax_inflight_batches: 3\nsampling:\n  summary:\n    temperature: 0.7\n")
+    config.write_text("batch_size: 5\nmax_inflight_batches: 3\nsampling:\n  summarize:\n    temperature: 0.7\n")
     monkeypatch.setenv("VLMQ_CONFIG", str(config))
     monkeypatch.setenv("VLMQ_MAX_INFLIGHT_BATCHES", "6")
-    monkeypatch.setenv("VLMQ_SAMPLING__SUMMARY__MAX_TOKENS", "100")
+    monkeypatch.setenv("VLMQ_SAMPLING__SUMMARIZE__MAX_TOKENS", "100")
     settings = load_settings(max_inflight_batches=None, queues=["flagged"])
     assert settings.redis.job_ttl_s == 30 * 24 * 3600  # default
     assert settings.batch_size == 5  # YAML over default
     assert settings.max_inflight_batches == 6  # env over YAML; a flag not given (None) changes nothing
     assert settings.queues == ["flagged"]  # flag over all
-    summary = settings.sampling.summary
+    summary = settings.sampling.summarize
     assert (summary.temperature, summary.max_tokens, summary.min_tokens) == (0.7, 100, 1)  # YAML, env, default
     assert load_settings(batch_size=9).batch_size == 9  # flag over YAML
 
 
 def test_a_vlmq_yaml_in_the_working_directory_cannot_change_what_the_tests_see(tmp_path):
-    stray = "conditions: {categories_to_score: [Z], score_threshold: 11}\nsampling: {summary: {max_tokens: 1}}\n"
+    stray = "conditions: {categories_to_score: [Z], score_threshold: 11}\nsampling: {summarize: {max_tokens: 1}}\n"
     (tmp_path / "vlmq.yaml").write_text(stray)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run(

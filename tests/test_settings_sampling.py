@@ -8,8 +8,8 @@ from config.settings import Settings
 
 
 def test_setting_one_sampling_field_of_a_stage_from_the_environment_keeps_the_stages_other_defaults(monkeypatch):
-    monkeypatch.setenv("VLMQ_SAMPLING__SUMMARY__TEMPERATURE", "0.5")
-    summary = Settings().sampling.summary
+    monkeypatch.setenv("VLMQ_SAMPLING__SUMMARIZE__TEMPERATURE", "0.5")
+    summary = Settings().sampling.summarize
     assert summary.temperature == 0.5
     assert (summary.max_tokens, summary.min_tokens) == (192, 1)
 
@@ -30,6 +30,6 @@ def test_every_engine_sampling_parameter_can_be_set_per_stage():
 
 
 def test_an_unknown_sampling_name_is_an_error_not_ignored(monkeypatch):
-    monkeypatch.setenv("VLMQ_SAMPLING__SUMMARY__TEMPRATURE", "0.5")
+    monkeypatch.setenv("VLMQ_SAMPLING__SUMMARIZE__TEMPRATURE", "0.5")
     with pytest.raises(ValidationError, match="temprature"):
         Settings()

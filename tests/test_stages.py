@@ -48,7 +48,7 @@ def run_all(batch, images, engine, cache=None, prompt_dir=None, **conditions) ->
         images=lambda items: {i.ref.sha256: images[i.ref.sha256] for i in items},
         cache=cache,
     )
-    for stage in ("classify", "score", "summary"):
+    for stage in ("classify", "score", "summarize"):
         batch = run_stage(stage, batch, ctx)
     return batch
 

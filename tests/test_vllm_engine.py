@@ -58,8 +58,8 @@ def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
     print("engine stats per stage:", stats)
     # Classify shares only the system prompt between images; the later stages also find the
     # image's own KV blocks, computed by classify: more cached tokens per image, every time.
-    per_image = {s: stats[f"{s}.prefix_cache_hits"] / 12 for s in ("classify", "score", "summary")}
-    image_blocks_reused = {s: per_image[s] - per_image["classify"] for s in ("score", "summary")}
+    per_image = {s: stats[f"{s}.prefix_cache_hits"] / 12 for s in ("classify", "score", "summarize")}
+    image_blocks_reused = {s: per_image[s] - per_image["classify"] for s in ("score", "summarize")}
     print("cached prompt tokens per image:", per_image)
     assert min(image_blocks_reused.values()) >= 64, image_blocks_reused
 

@@ -1,7 +1,7 @@
 """The engine interface: a batch of (image, text) requests in, one text per request out.
 
 Prompt layout, for every engine: a system prompt shared by all stages, then the image, then
-the stage's own text. The shared part comes first so that the score and summary stages of a
+the stage's own text. The shared part comes first so that the score and summarize stages of a
 batch reuse the prefix-cache blocks that the classification stage computed for its images.
 """
 
