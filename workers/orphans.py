@@ -1,9 +1,11 @@
 """Find and stop vLLM engine processes whose worker died (SIGKILL, OOM killer) and left them behind.
 
 vLLM runs its engine in child processes titled `VLLM::EngineCore`, `VLLM::Worker…`. When their
-worker is killed outright they are reparented (to init or a subreaper) and may keep GPU memory.
-A starting worker stops those whose parent is no longer a live worker: another deployment's
-engines (e.g. `vllm serve`) still have their living parent and are never touched.
+worker is killed outright they are reparented to init (PID 1) and may keep GPU memory. A starting
+worker stops the engine processes whose parent is init: another deployment's engines (e.g. `vllm
+serve`) still have their living parent and are never touched. Under a subreaper (a parent other
+than init adopts orphans) they are not recognised; a process manager that stops the whole process
+group (docker, systemd) does the same job there.
 """
 
 from __future__ import annotations
