@@ -23,7 +23,7 @@ FORMATS = ("jsonl", "csv", "parquet", "folder")
 # A spreadsheet runs a cell starting with these as a formula (OWASP "CSV injection").
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MAX_NAME_BYTES = 255  # one path component, on every common filesystem
-CSV_COLUMNS = [
+CSV_COLUMNS = [  # also the parquet export's columns
     "image",
     "source",
     "sha256",
@@ -98,30 +98,8 @@ def write_parquet(records: Iterable[ImageRecord], path: Path, rows_per_group: in
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema(
-        [
-            ("image", pa.string()),
-            ("source", pa.string()),
-            ("sha256", pa.string()),
-            ("width", pa.int64()),
-            ("height", pa.int64()),
-            ("category", pa.string()),
-            ("category_reasoning", pa.string()),
-            ("score", pa.float64()),
-            ("score_reasoning", pa.string()),
-            ("summary", pa.string()),
-            ("fields", pa.string()),
-            ("summaries", pa.string()),
-            ("skipped", pa.string()),
-            ("error", pa.string()),
-            ("error_stage", pa.string()),
-            ("model", pa.string()),
-            ("prompts", pa.string()),
-            ("worker", pa.string()),
-            ("cached", pa.bool_()),
-            ("job_id", pa.string()),
-        ]
-    )
+    not_text = {"width": pa.int64(), "height": pa.int64(), "score": pa.float64(), "cached": pa.bool_()}
+    schema = pa.schema([(name, not_text.get(name, pa.string())) for name in CSV_COLUMNS])
     with pq.ParquetWriter(path, schema) as writer:
         rows: list[dict[str, object]] = []
         for r in records:

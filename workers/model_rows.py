@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+_CHATML = ("<|im_end|>",)  # the stop of every ChatML-templated family
 # Qwen2-VL and Qwen2.5-VL share their processor: 14-px patches merged 2×2 (28-px units), a
 # pixel budget instead of a fixed size, ChatML turns. 1280 units ≈ 1 MP, 1003 tokens per image.
 _QWEN_VL = dict(
     max_image_edge=1024,
-    stop=("<|im_end|>",),
+    stop=_CHATML,
     mm_processor_kwargs={"min_pixels": 28 * 28 * 4, "max_pixels": 1280 * 28 * 28},
 )
-_CHATML = ("<|im_end|>",)
 _REMOTE_CODE = {"trust_remote_code": True}  # the checkpoint ships its own modelling/processor code
 
 ROWS: tuple[dict[str, Any], ...] = (
@@ -155,7 +155,7 @@ ROWS: tuple[dict[str, Any], ...] = (
         architectures=("KimiVLForConditionalGeneration",),
         name_hints=("kimi-vl",),
         max_image_edge=1024,
-        stop=("<|im_end|>",),
+        stop=_CHATML,
         engine_kwargs=_REMOTE_CODE,
     ),
     dict(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workers.tiny_models.base import bpe_tokenizer, is_built, mark_tiny, text_config
+from workers.tiny_models.base import bpe_tokenizer, text_config, vision_config
 
 IMAGE_SIZE, PATCH_SIZE, SCALE_FACTOR = 192, 8, 2
 IMAGE_SEQ_LEN = (IMAGE_SIZE // PATCH_SIZE) ** 2 // SCALE_FACTOR**2  # 144 tokens: fills whole KV blocks
@@ -27,34 +27,30 @@ CHAT_TEMPLATE = (
 )
 
 
-def build(out: Path, seed: int = 0) -> Path:
-    import torch
-    from transformers import (
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessorPil,
-        Idefics3Processor,
-    )
+def write(out: Path) -> None:
+    """Model, tokenizer and processor into `out` (the caller seeds torch and marks the folder)."""
+    import transformers
 
-    if is_built(out):
-        return out
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
     tokenizer = bpe_tokenizer(SPECIAL_TOKENS, bos="<|im_start|>", eos="<end_of_utterance>", pad="<|endoftext|>")
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS[:4]}
-    config = Idefics3Config(
+    config = transformers.Idefics3Config(
         image_token_id=ids["<image>"],
         pad_token_id=ids["<|endoftext|>"],
         scale_factor=SCALE_FACTOR,
-        vision_config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=1,
-                           image_size=IMAGE_SIZE, patch_size=PATCH_SIZE),
-        text_config=text_config("llama", len(tokenizer), bos_token_id=ids["<|im_start|>"],
-                                eos_token_id=ids["<end_of_utterance>"], pad_token_id=ids["<|endoftext|>"]),
+        vision_config=vision_config(IMAGE_SIZE, PATCH_SIZE),
+        text_config=text_config(
+            "llama",
+            len(tokenizer),
+            bos_token_id=ids["<|im_start|>"],
+            eos_token_id=ids["<end_of_utterance>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
     )
-    Idefics3ForConditionalGeneration(config).eval().save_pretrained(out)
-    image_processor = Idefics3ImageProcessorPil(do_image_splitting=False, size={"longest_edge": IMAGE_SIZE},
-                                                max_image_size={"longest_edge": IMAGE_SIZE})
-    Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=IMAGE_SEQ_LEN,
-                      chat_template=CHAT_TEMPLATE).save_pretrained(out)
+    transformers.Idefics3ForConditionalGeneration(config).eval().save_pretrained(out)
+    image_processor = transformers.Idefics3ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": IMAGE_SIZE}, max_image_size={"longest_edge": IMAGE_SIZE}
+    )
+    transformers.Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=IMAGE_SEQ_LEN, chat_template=CHAT_TEMPLATE
+    ).save_pretrained(out)
     tokenizer.save_pretrained(out)
-    return mark_tiny(out, "idefics3")
