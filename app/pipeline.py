@@ -28,7 +28,10 @@ def batch_chain(celery_app: Celery, batch: BatchState, queue: str) -> chain:
     label = f"(batch {batch.batch_id}: {len(batch.items)} images)"
     for i, ((name, stage), task_id) in enumerate(zip(TASKS, chain_task_ids(batch.batch_id))):
         first = i == 0
-        options = {"queue": queue} if first else {}
+        # The first link's result is never stored (ignore_result): saying so also keeps Celery's
+        # send_task from SUBSCRIBEing the producer to its result channel, one channel per batch
+        # that nothing would ever publish to or unsubscribe (Redis memory growing with the job).
+        options = {"queue": queue, "ignore_result": True} if first else {}
         links.append(
             celery_app.signature(
                 name,

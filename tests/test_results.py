@@ -116,3 +116,14 @@ def test_cancel_leaves_no_queued_tasks_and_the_job_reads_cancelled(settings, sta
     assert progress.accounted < 48  # most images never ran
     time.sleep(1.0)
     assert Job(job.id, settings).progress().accounted == progress.accounted  # and nothing runs later
+
+
+def test_a_job_leaves_no_result_channel_subscribed_in_redis_however_many_batches_it_sends(
+    settings, start_worker, image_dir, store
+):
+    make_good_images(image_dir, 40)
+    start_worker()
+    job = submit(image_dir, settings.with_overrides(batch_size=2))  # 20 batches, 20 chains sent
+    assert job.wait(timeout=60).outcomes == {"done": 40}
+    channels = [c.decode() for c in store.r.pubsub_channels()]
+    assert [c for c in channels if c.startswith("celery-task-meta-")] == []
