@@ -70,11 +70,12 @@ class BatchMarks:
         keys = [self.key(job_id, "done"), self.key(job_id, "done-bits"), self.key(job_id, "counts")]
         self._script("mark_done", MARK_DONE)(keys=keys, args=args, client=pipe or self.r)
 
-    def is_batch_done(self, job_id: str, batch_id: str) -> bool:
-        n = slot(batch_id)
+    def is_batch_done(self, job_id: str, batch_id: str, pipe: Any = None) -> Any:
+        """Whether the batch is marked done (queued on `pipe` when one is given)."""
+        client, n = pipe or self.r, slot(batch_id)
         if n is not None:
-            return bool(self.r.getbit(self.key(job_id, "done-bits"), n))
-        return bool(self.r.sismember(self.key(job_id, "done"), batch_id))
+            return client.getbit(self.key(job_id, "done-bits"), n)
+        return client.sismember(self.key(job_id, "done"), batch_id)
 
     def batch_counts(self, job_id: str, pipe: Any) -> None:
         """Queues sent and done (two numbers each) on a read pipeline: see batch_totals."""

@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import Ignore
+
 from app import keys, refs
 from app.collect import drop_in_flight_if_collected
 from app.job_spec import JobSpec
@@ -39,6 +41,9 @@ def finish(
 
     Returns what AsyncResult polling sees: the records while they wait in Redis, else where they are."""
     settings = rt.settings
+    if rt.store.is_batch_done(batch.job_id, batch.batch_id):  # a duplicate finished first meanwhile
+        log.info("batch already finished: duplicate delivery ignored", extra={"batch_id": batch.batch_id})
+        raise Ignore()  # its records, counters and result stay those of the first finish
     spec = rt.spec(batch.job_id)
     model = engine_model_id(rt.settings)  # the worker's own model, which may differ from the job's wish
     records = []

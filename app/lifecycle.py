@@ -78,12 +78,12 @@ def _enter_batch(task=None, args=(), **_):
 
 
 @signals.task_postrun.connect
-def _leave_batch(task=None, **_):
+def _leave_batch(task=None, state=None, **_):
     logs.clear_batch()
     _running.clear()
     if _heartbeat is not None:
         _heartbeat.current = {}
-        _heartbeat.batches_done += task is not None and task.name.endswith("summarize")
+        _heartbeat.batches_done += state == "SUCCESS" and task is not None and task.name.endswith("summarize")
 
 
 @on_hand_back

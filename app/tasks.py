@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import Ignore
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
@@ -41,9 +42,13 @@ BROKER_ERRORS = (RedisError, OperationalError, BrokerUnavailableError)
 def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     rt, settings = task.runtime, task.settings
     batch = BatchState.model_validate(payload)
-    if rt.store.is_cancelled(batch.job_id):
+    standing = rt.store.batch_standing(batch.job_id, batch.batch_id)
+    if standing == "cancelled":
         batch.fail_remaining(stage, "job cancelled")
         return batch
+    if standing == "finished":  # a duplicate delivery (its ack lost to a kill or a Redis restart)
+        log.info("batch already finished: duplicate delivery ignored", extra={"batch_id": batch.batch_id})
+        raise Ignore()  # no work, no state stored, the chain goes no further
     attempt = task.deliveries()
     refuse_foreign_refs(batch, stage, settings.shared_dir)
     ids = {"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage}

@@ -31,7 +31,7 @@ def producer_run(images: Path, out: Path, *args: str, port: int, **env: str) -> 
 def started_processes(out: Path) -> list[str]:
     """Processes of the embedded Redis and the worker that this run started."""
     cfg = yaml.safe_load((out / "vlmq-run.yaml").read_text())
-    port = cfg["broker_url"].rsplit(":", 1)[1].split("/")[0]
+    port = cfg["redis"]["url"].rsplit(":", 1)[1].split("/")[0]
     return processes_matching(f"127.0.0.1:{port}", cfg["queues"][0], str(out / "redis"))
 
 

@@ -66,9 +66,9 @@ class JobRunner:
     def job_settings(self, req: JobRequest) -> Settings:
         model = req.model or engine_model_id(self.settings)
         if model == TEST_ENGINE_ID:
-            overrides: dict[str, Any] = {"engine": "test"}
+            overrides: dict[str, Any] = {"engine": {"backend": "test"}}
         else:
-            overrides = {"engine": "vllm", "model": model}
+            overrides = {"engine": {"backend": "vllm", "model": model}}
         workers = live_models(self.store.r).get(model)
         if not workers:
             raise ApiError(404, f"no live worker serves model {model!r}", "model", "model_not_found")
