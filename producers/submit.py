@@ -18,6 +18,7 @@ from pathlib import Path
 
 from celery import Celery
 from celery.result import AsyncResult, GroupResult
+from vine import barrier
 
 from app import keys
 from app.claims import LocalClaims
@@ -226,7 +227,9 @@ class Submitter:
         Only up to GROUP_MAX_BATCHES: a saved GroupResult is one Redis value that grows with the job
         (2 MB of Redis for 6,250 batches). `Job.group()` builds the same GroupResult for any job."""
         results = [AsyncResult(ids[-1], app=self.celery) for _, ids in sorted(self.store.chains(job_id).items())]
-        group = GroupResult(job_id, results, app=self.celery)
+        # An empty ready barrier: the default one calls each result's then(), which SUBSCRIBEs this
+        # process to every batch's result channel (Redis memory per batch, for a group only saved).
+        group = GroupResult(job_id, results, app=self.celery, ready_barrier=barrier())
         if len(results) <= GROUP_MAX_BATCHES:
             group.save()
         return group

@@ -89,10 +89,10 @@ def test_conditions_given_at_submission_are_applied_by_the_workers(settings, sta
             assert r.scoring is None and "categories_to_score" in r.skipped["score"]
             seen.add("not scored")
         elif cat == "C":
-            assert r.scoring and not r.summaries and "categories_to_summarize" in r.skipped["summary"]
+            assert r.scoring and not r.summaries and "categories_to_summarize" in r.skipped["summarize"]
             seen.add("not summarized")
         elif r.scoring.score < 5:
-            assert not r.summaries and "below threshold 5" in r.skipped["summary"]
+            assert not r.summaries and "below threshold 5" in r.skipped["summarize"]
             seen.add("below threshold")
         else:
             assert r.summaries and not r.skipped
