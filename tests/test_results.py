@@ -126,4 +126,4 @@ def test_a_job_leaves_no_result_channel_subscribed_in_redis_however_many_batches
     job = submit(image_dir, settings.with_overrides(batch_size=2))  # 20 batches, 20 chains sent
     assert job.wait(timeout=60).outcomes == {"done": 40}
     channels = [c.decode() for c in store.r.pubsub_channels()]
-    assert [c for c in channels if c.startswith("celery-task-meta-")] == []
+    assert [c for c in channels if c.startswith(f"celery-task-meta-{job.id}")] == []  # (other tests poll theirs)
