@@ -74,7 +74,9 @@ def create_app(settings: Settings) -> Celery:
         worker_concurrency=1,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        task_track_started=True,
+        # No STARTED state in the result backend: nothing reads it (Flower sees task-started events),
+        # and it cost the last link a result write per batch.
+        task_track_started=False,
         task_default_queue=settings.queues[0],
         task_default_priority=PRIORITY["classify"],
         worker_hijack_root_logger=False,
