@@ -71,14 +71,17 @@ class JobStore(JobMeta, Duplicates, Blobs, RecordWindow, BatchMarks, ProgressRea
             pipe.expire(self.key(job_id, "results"), self.ttl)
         pipe.execute()
 
-    def batch_standing(self, job_id: str, batch_id: str) -> str:
-        """"cancelled", "finished" (a duplicate delivery of a batch already done) or "running":
-        what a chain link checks before it does any work, in one round trip."""
+    def begin_delivery(self, job_id: str, batch_id: str, attempts_key: str, ttl_s: int) -> tuple[str, int]:
+        """What a chain link learns before any work, in one round trip: the batch's standing
+        ("cancelled", "finished": a duplicate delivery of a batch already done, or "running") and
+        this delivery's number (its counter at `attempts_key`, incremented)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(self.key(job_id), "status")
         self.is_batch_done(job_id, batch_id, pipe)
-        status, done = pipe.execute()
-        return "cancelled" if status == b"cancelled" else "finished" if done else "running"
+        pipe.incr(attempts_key)
+        pipe.expire(attempts_key, ttl_s)
+        status, done, attempt, _ = pipe.execute()
+        return ("cancelled" if status == b"cancelled" else "finished" if done else "running"), int(attempt)
 
     def accounted(self, job_id: str) -> tuple[int | None, int]:
         pipe = self.r.pipeline(transaction=False)

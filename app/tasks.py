@@ -28,11 +28,14 @@ ATTEMPTS_TTL_S = 7 * 24 * 3600
 class StageTask(RuntimeTask):
     """A chain step; counts deliveries so that a batch that kills its worker is isolated."""
 
+    @property
+    def attempts_key(self) -> str:
+        return keys.attempts(self.request.id, self.request.retries)
+
     def deliveries(self) -> int:
-        key = keys.attempts(self.request.id, self.request.retries)
         pipe = self.runtime.store.r.pipeline()
-        pipe.incr(key)
-        pipe.expire(key, ATTEMPTS_TTL_S)
+        pipe.incr(self.attempts_key)
+        pipe.expire(self.attempts_key, ATTEMPTS_TTL_S)
         return int(pipe.execute()[0])
 
 
@@ -42,14 +45,13 @@ BROKER_ERRORS = (RedisError, OperationalError, BrokerUnavailableError)
 def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     rt, settings = task.runtime, task.settings
     batch = BatchState.model_validate(payload)
-    standing = rt.store.batch_standing(batch.job_id, batch.batch_id)
+    standing, attempt = rt.store.begin_delivery(batch.job_id, batch.batch_id, task.attempts_key, ATTEMPTS_TTL_S)
     if standing == "cancelled":
         batch.fail_remaining(stage, "job cancelled")
         return batch
     if standing == "finished":  # a duplicate delivery (its ack lost to a kill or a Redis restart)
         log.info("batch already finished: duplicate delivery ignored", extra={"batch_id": batch.batch_id})
         raise Ignore()  # no work, no state stored, the chain goes no further
-    attempt = task.deliveries()
     refuse_foreign_refs(batch, stage, settings.shared_dir)
     ids = {"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage}
     log.info("stage start", extra={**ids, "images": len(batch.items), "attempt": attempt})
