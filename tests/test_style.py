@@ -1,4 +1,5 @@
-"""The codebase's own rules: ruff clean and formatted, imports flowing config → workers → app → producers."""
+"""The codebase's own rules: ruff clean and formatted, imports flowing config → workers → app → producers,
+no source module over 250 lines."""
 
 from __future__ import annotations
 
@@ -35,3 +36,13 @@ def test_no_module_imports_from_a_later_layer():
             if bad := imported_layers(path) & later:
                 wrong.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
     assert wrong == []
+
+
+def test_no_source_module_is_longer_than_250_lines():
+    long = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for layer in LAYERS
+        for path in sorted((ROOT / layer).rglob("*.py"))
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > 250
+    ]
+    assert long == []
