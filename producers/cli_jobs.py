@@ -14,6 +14,7 @@ from app.schemas import ImageRecord
 from config.errors import PipelineError
 from config.prompts import load_prompt_set, shown
 from producers.cli_common import JOB_ID, settings_from
+from producers.export import FORMATS
 from producers.watch import INTERRUPTED, progress_table, watch
 
 
@@ -129,12 +130,14 @@ def prompts(ctx, prompt_dir, classification_prompt) -> None:
     multiple=True,
     default=["all"],
     show_default=True,
-    type=click.Choice(["jsonl", "csv", "parquet", "folder", "all"]),
+    type=click.Choice([*FORMATS, "all"]),
 )
 @click.option("--output", "output", required=True, type=click.Path(file_okay=False))
 @click.pass_context
 def export(ctx, job_id, formats, output) -> None:
-    """Write a job's records as jsonl, csv, parquet and/or the classification/scoring/summaries folder."""
+    """Write a job's records as jsonl, csv, parquet, captions (txt: image, tab, first summary; images
+    without a summary left out), a Hugging Face `datasets` folder (datasets.load_from_disk reads it)
+    and/or the classification/scoring/summaries folder."""
     from producers.api import Job
     from producers.export import export as write
 

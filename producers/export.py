@@ -1,4 +1,5 @@
-"""Exports of a job's records: jsonl, csv, parquet, and the three-stage pipeline's output folder.
+"""Exports of a job's records: jsonl, csv, parquet, captions (txt), a Hugging Face `datasets` folder,
+and the three-stage pipeline's output folder.
 
 Output folder layout (what users of the three-stage pipeline know):
 
@@ -6,6 +7,7 @@ Output folder layout (what users of the three-stage pipeline know):
     run/scoring/<image>.json          score and reasoning (images that were scored)
     run/summaries/<image>.json        summaries (images that were summarized)
     run/errors/<image>.json           images that failed, with the reason
+    run/<stage>/<stage>_results.json  each stage's per-image objects, one list (not for errors)
     run/pipeline_results.json         every record, one list
 """
 
@@ -15,15 +17,18 @@ import csv
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
+from typing import IO
 
 from app.schemas import ImageRecord
+from producers.export_hf import write_datasets, write_txt
 
-FORMATS = ("jsonl", "csv", "parquet", "folder")
+FORMATS = ("jsonl", "csv", "parquet", "txt", "datasets", "folder")
 # A spreadsheet runs a cell starting with these as a formula (OWASP "CSV injection").
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 MAX_NAME_BYTES = 255  # one path component, on every common filesystem
-CSV_COLUMNS = [  # also the parquet export's columns
+CSV_COLUMNS = [  # also the parquet and datasets exports' columns
     "image",
     "source",
     "sha256",
@@ -93,13 +98,20 @@ def write_csv(records: Iterable[ImageRecord], path: Path) -> Path:
     return path
 
 
+def flat_schema():
+    """The Arrow schema of `flat_row`: parquet's and the datasets folder's columns."""
+    import pyarrow as pa
+
+    not_text = {"width": pa.int64(), "height": pa.int64(), "score": pa.float64(), "cached": pa.bool_()}
+    return pa.schema([(name, not_text.get(name, pa.string())) for name in CSV_COLUMNS])
+
+
 def write_parquet(records: Iterable[ImageRecord], path: Path, rows_per_group: int = 10_000) -> Path:
     """Written a row group at a time: memory stays flat whatever the job's size."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    not_text = {"width": pa.int64(), "height": pa.int64(), "score": pa.float64(), "cached": pa.bool_()}
-    schema = pa.schema([(name, not_text.get(name, pa.string())) for name in CSV_COLUMNS])
+    schema = flat_schema()
     with pq.ParquetWriter(path, schema) as writer:
         rows: list[dict[str, object]] = []
         for r in records:
@@ -129,26 +141,54 @@ def _safe_name(image: str) -> str:
     return "/".join([_component(p) for p in parts[:-1]] + [_component(parts[-1], ".json")])
 
 
+class JsonList:
+    """A JSON list written item by item as it comes, never held in memory."""
+
+    def __init__(self, fh: IO[str]):
+        self.fh, self.count = fh, 0
+        fh.write("[")
+
+    def add(self, item: object) -> None:
+        self.fh.write(("," if self.count else "") + "\n" + json.dumps(item, ensure_ascii=False))
+        self.count += 1
+
+    def finish(self) -> None:
+        self.fh.write("\n]\n")
+
+
+STAGE_LISTS = {  # the three-stage pipeline's per-stage aggregate files
+    "classification": "classification_results.json",
+    "scoring": "scoring_results.json",
+    "summaries": "summary_results.json",
+}
+
+
 def write_folder(records: Iterable[ImageRecord], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    everything = open(out / "pipeline_results.json", "w", encoding="utf-8")  # one list, written as it comes
-    everything.write("[")
-    for i, r in enumerate(records):
-        everything.write(("," if i else "") + "\n" + json.dumps(r.model_dump(mode="json"), ensure_ascii=False))
-        parts = {
-            "classification": r.classification and {"image": r.image, **r.classification.model_dump()},
-            "scoring": r.scoring
-            and {"image": r.image, **r.scoring.model_dump(), "all": [s.model_dump() for s in r.scores]},
-            "summaries": r.summaries and {"image": r.image, "summaries": [s.model_dump() for s in r.summaries]},
-            "errors": r.error and {"image": r.image, "error": r.error, "stage": r.error_stage},
-        }
-        for folder, content in parts.items():
-            if content:
-                target = out / folder / _safe_name(r.image)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
-    everything.write("\n]\n")
-    everything.close()
+    for folder in STAGE_LISTS:
+        (out / folder).mkdir(exist_ok=True)
+    with ExitStack() as stack:
+        paths = {"all": out / "pipeline_results.json", **{f: out / f / n for f, n in STAGE_LISTS.items()}}
+        listings = {name: JsonList(stack.enter_context(open(p, "w", encoding="utf-8"))) for name, p in paths.items()}
+        for r in records:
+            listings["all"].add(r.model_dump(mode="json"))
+            parts = {
+                "classification": r.classification and {"image": r.image, **r.classification.model_dump()},
+                "scoring": r.scoring
+                and {"image": r.image, **r.scoring.model_dump(), "all": [s.model_dump() for s in r.scores]},
+                "summaries": r.summaries and {"image": r.image, "summaries": [s.model_dump() for s in r.summaries]},
+                "errors": r.error and {"image": r.image, "error": r.error, "stage": r.error_stage},
+            }
+            for folder, content in parts.items():
+                if content:
+                    target = out / folder / _safe_name(r.image)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_text(json.dumps(content, indent=2, ensure_ascii=False), encoding="utf-8")
+                    if folder in listings:
+                        listings[folder].add(content)
+        # finished only after the last record: an export that failed midway leaves lists that do not parse
+        for listing in listings.values():
+            listing.finish()
     return out
 
 
@@ -168,6 +208,8 @@ def export(
         "jsonl": lambda: write_jsonl(records(), out / "results.jsonl"),
         "csv": lambda: write_csv(records(), out / "results.csv"),
         "parquet": lambda: write_parquet(records(), out / "results.parquet"),
+        "txt": lambda: write_txt(records(), out / "captions.txt"),
+        "datasets": lambda: write_datasets((flat_row(r) for r in records()), flat_schema(), out / "results_dataset"),
         "folder": lambda: write_folder(records(), out),
     }
     return [writers[f]() for f in chosen]
