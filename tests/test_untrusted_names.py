@@ -58,8 +58,11 @@ def test_odd_file_names_each_get_one_record_and_every_export_writes_them(setting
     export(records, out, ["all"])
     assert len((out / "results.jsonl").read_text().splitlines()) == len(records)  # a newline in a name is escaped
     assert pq.read_table(out / "results.parquet").num_rows == len(records)
+    captions = (out / "captions.txt").read_text(encoding="utf-8").splitlines()
+    assert len(captions) == len([r for r in records if r.summary])  # a newline or tab in a name becomes a space
     assert sorted(r["image"] for r in json.loads((out / "pipeline_results.json").read_text())) == names
-    written = [json.loads(p.read_text())["image"] for p in (out / "classification").rglob("*.json")]
+    per_image = [p for p in (out / "classification").rglob("*.json") if p.name != "classification_results.json"]
+    written = [json.loads(p.read_text())["image"] for p in per_image]
     assert sorted(written) == sorted(n for n in names if n not in errors)
     assert sorted(json.loads(p.read_text())["image"] for p in (out / "errors").rglob("*.json")) == sorted(errors)
     assert all(len(os.fsencode(p.name)) <= 255 for p in out.rglob("*"))
