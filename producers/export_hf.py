@@ -33,7 +33,8 @@ def write_txt(records: Iterable[ImageRecord], path: Path) -> Path:
     with open(path, "w", encoding="utf-8") as fh:
         for r in records:
             if r.summary:
-                fh.write(f"{one_line(r.image).replace(chr(9), ' ')}\t{one_line(r.summary.summary)}\n")
+                name = one_line(r.image).replace("\t", " ")  # the first tab ends the name
+                fh.write(f"{name}\t{one_line(r.summary.summary)}\n")
     return path
 
 
