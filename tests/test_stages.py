@@ -91,9 +91,9 @@ def test_the_threshold_skips_summaries_and_says_why():
     out = run_all(batch, images, CountingEngine(), score_threshold=6)
     for item in out.items:
         if item.scores[0].score >= 6:
-            assert item.summaries and "summary" not in item.skipped
+            assert item.summaries and "summarize" not in item.skipped
         else:
-            assert not item.summaries and "below threshold 6" in item.skipped["summary"]
+            assert not item.summaries and "below threshold 6" in item.skipped["summarize"]
     assert any(i.summaries for i in out.items) and any(not i.summaries for i in out.items)
 
 

@@ -52,7 +52,7 @@ def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
         assert r.model == str(tiny_model)
         assert r.classification and r.classification.category in "ABCDE"
         # random weights: a score or summary may be unusable, but then it is a readable per-image error
-        assert (r.scoring and r.summary) or (r.error and r.error_stage in ("score", "summary")), r
+        assert (r.scoring and r.summary) or (r.error and r.error_stage in ("score", "summarize")), r
     assert sum(1 for r in records if r.summary) >= 6
     stats = store.worker_stats(worker.name)
     print("engine stats per stage:", stats)
