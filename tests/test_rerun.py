@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from producers.api import Job, submit
+from producers.api import Job, rerun, submit
 from tests.images import make_good_images
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parent.parent / "config" / "prompts"
@@ -85,6 +85,23 @@ def test_rerun_of_later_stages_keeps_the_parents_classification_and_scores_with_
         expected = new_prompts.for_stage("score", r.classification.category)[0]
         assert r.prompts["scoring"] == expected.ref and r.scoring.prompt == expected.ref
         assert r.summary.summary and "classify" not in r.timings_ms
+
+
+def test_a_rerun_from_python_of_the_summaries_alone_keeps_the_parents_classification_and_scores(
+    settings, start_worker, image_dir, store
+):
+    make_good_images(image_dir, 6)
+    start_worker()
+    parent = submit(image_dir, settings)
+    parent.wait(timeout=60)
+    child = rerun(parent.id, ["summarize"], settings)
+    assert child.wait(timeout=60).outcomes == {"done": 6}
+    earlier = {r.image: r for r in parent.records()}
+    records = list(child.records())
+    assert sorted(r.image for r in records) == sorted(earlier)
+    for r in records:
+        assert r.job_id == child.id and r.summary.summary
+        assert r.classification == earlier[r.image].classification and r.scores == earlier[r.image].scores
 
 
 def test_retry_recomputes_only_the_failed_images_and_they_now_succeed(settings, start_worker, image_dir, store):
