@@ -116,6 +116,8 @@ def test_retry_recomputes_only_the_failed_images_and_they_now_succeed(settings, 
     flaky.stop()
     healthy = start_worker()
     retry_id = job_id_of(cli(settings, "retry", parent.id[:8], "--wait"))
+    status = json.loads(cli(settings, "status", retry_id, "--json").stdout)
+    assert status["parent"] == parent.id and status["total"] == 2
     spec = store.load_spec(retry_id)
     assert spec.parent == parent.id and spec.parent_images == "failed"
     assert spec.prompts == store.load_spec(parent.id).prompts  # the parent's own spec again
