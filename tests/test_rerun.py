@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from producers.api import Job, rerun, submit
+import pytest
+
+from producers.api import Job, rerun, resume, submit
+from producers.rerun import resubmit
+from producers.submit import Submitter
 from tests.images import make_good_images
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parent.parent / "config" / "prompts"
@@ -102,6 +106,36 @@ def test_a_rerun_from_python_of_the_summaries_alone_keeps_the_parents_classifica
     for r in records:
         assert r.job_id == child.id and r.summary.summary
         assert r.classification == earlier[r.image].classification and r.scores == earlier[r.image].scores
+
+
+def test_an_interrupted_rerun_resumed_still_takes_the_parents_classification(
+    settings, start_worker, image_dir, store, monkeypatch
+):
+    names = make_good_images(image_dir, 24)  # three batches of 8
+    worker = start_worker()
+    parent = submit(image_dir, settings.with_overrides(stages=["classify"]))
+    parent.wait(timeout=60)
+    before = store.worker_stats(worker.name)
+    ship = Submitter._ship
+
+    def ship_one_batch_then_die(self, items, stats):
+        if stats.batches:
+            raise RuntimeError("producer lost")
+        ship(self, items, stats)
+
+    monkeypatch.setattr(Submitter, "_ship", ship_one_batch_then_die)
+    with pytest.raises(RuntimeError):
+        resubmit(Submitter(settings.with_overrides(stages=["score", "summarize"])), parent.id)
+    monkeypatch.undo()
+    rerun_id = store.job_ids()[0]
+    assert rerun_id != parent.id and store.progress(rerun_id).status == "interrupted"
+    job = resume(rerun_id, settings)  # a fresh producer: it reads the parent's records again
+    assert job.wait(timeout=60).outcomes == {"done": 24}
+    classified = {r.image: r.classification for r in parent.records()}
+    records = list(job.records())
+    assert sorted(r.image for r in records) == names
+    assert all(r.classification == classified[r.image] and r.scoring for r in records)
+    assert store.worker_stats(worker.name)["classify.batches"] == before["classify.batches"]
 
 
 def test_retry_recomputes_only_the_failed_images_and_they_now_succeed(settings, start_worker, image_dir, store):
