@@ -9,11 +9,16 @@ again from there) through the usual path: one record per image in the new job, e
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from app.job_spec import JobSpec
-from app.schemas import ImageRecord, Stage
+from app.schemas import Classification, ImageRecord, Scoring, Stage, Summary
 from config.errors import JobNotFoundError, JobStateError
 
 if TYPE_CHECKING:
@@ -31,6 +36,47 @@ PARENT_FIELDS = (
 )
 
 
+class Carried(BaseModel):
+    """What an item takes from its parent's record (the ItemState fields a rerun preloads)."""
+
+    classification: Classification | None = None
+    scores: list[Scoring] = []
+    summaries: list[Summary] = []
+    skipped: dict[str, str] = {}
+
+
+class CarriedOutputs(Mapping[str, dict[str, Any]]):
+    """sha256 → the parent's outputs to preload, in a SQLite file of the producer's own: its memory
+    stays flat whatever the parent's size (the file goes when this object does)."""
+
+    def __init__(self) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="vlmq-carried-")
+        self.db = sqlite3.connect(os.path.join(self._dir.name, "carried.sqlite"), check_same_thread=False)
+        self.db.executescript("""
+            PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+            CREATE TABLE carried (sha TEXT PRIMARY KEY, outputs TEXT NOT NULL) WITHOUT ROWID;
+        """)
+
+    def add(self, rows: Sequence[tuple[str, Carried]]) -> None:
+        self.db.executemany(
+            "INSERT OR REPLACE INTO carried VALUES (?, ?)",
+            [(sha, c.model_dump_json(exclude_unset=True)) for sha, c in rows],
+        )
+
+    def __getitem__(self, sha: str) -> dict[str, Any]:
+        row = self.db.execute("SELECT outputs FROM carried WHERE sha = ?", (sha,)).fetchone()
+        if row is None:
+            raise KeyError(sha)
+        carried = Carried.model_validate_json(row[0])
+        return {name: getattr(carried, name) for name in carried.model_fields_set}
+
+    def __iter__(self) -> Iterator[str]:
+        return (sha for (sha,) in self.db.execute("SELECT sha FROM carried"))
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM carried").fetchone()[0]
+
+
 def finished_spec(submitter: Submitter, job_id: str) -> JobSpec:
     """The parent's spec; refused unless the parent is over (its records are all there)."""
     spec = submitter.store.load_spec(job_id)
@@ -42,8 +88,8 @@ def finished_spec(submitter: Submitter, job_id: str) -> JobSpec:
     return spec
 
 
-def carried(record: ImageRecord, stages: Sequence[Stage]) -> dict[str, Any]:
-    """The record's outputs of the stages not selected, as ItemState fields."""
+def carried(record: ImageRecord, stages: Sequence[Stage]) -> Carried | None:
+    """The record's outputs of the stages not selected (None: nothing to carry)."""
     out: dict[str, Any] = {}
     if "classify" not in stages and record.classification is not None:
         out["classification"] = record.classification
@@ -54,7 +100,7 @@ def carried(record: ImageRecord, stages: Sequence[Stage]) -> dict[str, Any]:
     skipped = {stage: why for stage, why in record.skipped.items() if stage not in stages}
     if skipped:  # e.g. "score 3 is below threshold 5": why the parent has no summary
         out["skipped"] = skipped
-    return out
+    return Carried(**out) if out else None
 
 
 def relink(submitter: Submitter, parent_id: str, stages: Sequence[Stage], failed_only: bool) -> None:
@@ -64,14 +110,18 @@ def relink(submitter: Submitter, parent_id: str, stages: Sequence[Stage], failed
 
     parent = Job(parent_id, submitter.settings, submitter.celery, submitter.store)
     only: set[str] | None = set() if failed_only else None
-    preload: dict[str, dict[str, Any]] = {}
+    preload, rows = CarriedOutputs(), []
     for record in parent.records():
         if only is not None:
             if not record.error:
                 continue
             only.add(record.image)
-        if record.sha256 and (outputs := carried(record, stages)):
-            preload[record.sha256] = outputs
+        if record.sha256 and (outputs := carried(record, stages)) is not None:
+            rows.append((record.sha256, outputs))
+        if len(rows) >= 1000:
+            preload.add(rows)
+            rows = []
+    preload.add(rows)
     submitter.only, submitter.preload = only, preload
     submitter.linked = {"parent": parent_id, "parent_images": "failed" if failed_only else "all"}
 

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,7 @@ class Submitter:
         # a rerun or retry (producers.rerun): spec fields, names to take (None: all), outputs by sha256
         self.linked: dict[str, Any] = {}
         self.only: set[str] | None = None
-        self.preload: dict[str, dict[str, Any]] = {}
+        self.preload: Mapping[str, dict[str, Any]] = {}
 
     def preflight(self) -> tuple[PromptSet, PrepareLimits]:
         """What a job needs that the settings alone decide; raises (bad prompt files, a model this
