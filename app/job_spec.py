@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from app.schemas import Stage
 from config.prompts import PromptSet
 from config.sampling import Sampling
-from config.settings import Settings, resolve_location
+from config.settings import STAGES, Settings, resolve_location
 from workers.engine import engine_model_id
 
 
@@ -29,6 +31,10 @@ class JobSpec(BaseModel):
     categories_to_score: list[str] | None = None
     categories_to_summarize: list[str] | None = None
     use_cache: bool = True
+    # The stages this job runs; the others are skipped, or (a rerun) taken from the parent's records.
+    stages: list[Stage] = list(STAGES)
+    parent: str | None = None  # the job this one re-runs or retries (`producer rerun`, `retry`)
+    parent_images: Literal["all", "failed"] = "all"  # which of the parent's images ("failed": a retry)
     batch_size: int = 32
     queues: list[str] = []
     # The results dataset (app.results): where records go, and whether workers may write there.
@@ -49,6 +55,7 @@ class JobSpec(BaseModel):
             categories_to_score=settings.conditions.categories_to_score,
             categories_to_summarize=settings.conditions.categories_to_summarize,
             use_cache=settings.use_cache,
+            stages=list(settings.stages),
             batch_size=settings.batch_size,
             queues=settings.queues,
             results=resolve_location(settings.results_dir),
@@ -70,15 +77,16 @@ class JobSpec(BaseModel):
     @property
     def fingerprint(self) -> str:
         """Everything that changes a finished record; keys the whole-record cache."""
-        relevant = self.model_dump_json(
-            include={
-                "prompts",
-                "system_prompt",
-                "sampling",
-                "model",
-                "score_threshold",
-                "categories_to_score",
-                "categories_to_summarize",
-            }
-        )
+        include = {
+            "prompts",
+            "system_prompt",
+            "sampling",
+            "model",
+            "score_threshold",
+            "categories_to_score",
+            "categories_to_summarize",
+        }
+        if tuple(self.stages) != STAGES:  # a record with a stage skipped, or taken from the parent's
+            include |= {"stages", "parent"}
+        relevant = self.model_dump_json(include=include)
         return hashlib.sha256(relevant.encode()).hexdigest()[:16]

@@ -75,13 +75,19 @@ def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
     """The work units of one item for a stage; records in `item.skipped` why there are none."""
     if item.error:
         return []
+    if stage not in spec.stages:  # skipped, or its output taken from the parent job's record
+        if not has_output(stage, item):
+            item.skipped.setdefault(stage, "stage not selected")
+        return []
     if stage == "classify":
         categories = sorted(spec.prompts.categories)
         prompt = spec.prompts.classification
         if prompt.output_schema or asks_for_reasoning(prompt.text):  # JSON costs tokens: only when asked
             return [Unit(item, prompt, "json", categories, classification_schema(categories, prompt.output_schema))]
         return [Unit(item, prompt, "choice", categories)]
-    assert item.classification is not None
+    if item.classification is None:  # classify not selected, and the parent job has none
+        item.skipped[stage] = "no classification to go on from (classify not selected)"
+        return []
     category = item.classification.category
     allowed = spec.categories_to_score if stage == "score" else spec.categories_to_summarize
     if allowed is not None and category not in allowed:
@@ -100,6 +106,13 @@ def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
         Unit(item, p, "json" if p.output_schema else fmt, [], p.output_schema)
         for p in spec.prompts.for_stage(stage, category)
     ]
+
+
+def has_output(stage: Stage, item: ItemState) -> bool:
+    """Whether the item already carries this stage's output (a rerun preloads the parent's)."""
+    if stage == "classify":
+        return item.classification is not None
+    return bool(item.scores if stage == "score" else item.summaries)
 
 
 def cache_key(stage: Stage, unit: Unit, spec: JobSpec) -> tuple[str, str]:

@@ -71,7 +71,8 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
         return batch
     after = rt.engine_stats()
     delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
-    rt.store.add_worker_stats(task.request.hostname or "worker", stage, delta)
+    if stage in rt.spec(batch.job_id).stages:  # a stage the job did not select did not run
+        rt.store.add_worker_stats(task.request.hostname or "worker", stage, delta)
     return batch
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +30,7 @@ from config.serve import ServeSettings
 
 PACKAGE_PROMPT_DIR = Path(__file__).parent / "prompts"
 ENV_PREFIX = "VLMQ_"
+STAGES = ("classify", "score", "summarize")  # the pipeline's order (app.schemas.Stage)
 
 
 def config_file_candidates(component: str = "vlmq") -> list[Path]:
@@ -87,6 +88,8 @@ class Settings(BaseSettings):
     # On SIGTERM, how long the running batch may go on before it is handed back to Redis.
     soft_shutdown_s: float = Field(0.0, ge=0)
     use_cache: bool = True
+    # The stages a job runs (`--stages`); one not selected is skipped for every image, engine-free.
+    stages: list[Literal["classify", "score", "summarize"]] = list(STAGES)
     # The results dataset: a folder, or a URL pyarrow.fs understands (s3://…, gs://…, hdfs://…).
     results_dir: str = "vlmq-results"
     # Every worker reaches results_dir (shared folder, object store): workers write their batches
@@ -112,6 +115,13 @@ class Settings(BaseSettings):
     # --- observability ---------------------------------------------------------------------
     log_json: bool = True
     log_level: str = "INFO"
+
+    @field_validator("stages")
+    @classmethod
+    def _pipeline_order(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"select at least one stage of {', '.join(STAGES)}")
+        return [s for s in STAGES if s in value]
 
     @classmethod
     def settings_customise_sources(

@@ -5,6 +5,8 @@ job = submit("./images")                  # settings from env / YAML, or pass Se
 job.group().ready()                       # Celery GroupResult of the batch chains
 job.wait()                                # until every image has its record (collecting them)
 for record in job.records(): ...          # ImageRecord, one per submitted image, streamed
+rerun(job.id, ["score", "summarize"], settings)   # a new job: new scores, the same classification
+retry(job.id)                             # a new job over only the images that failed
 """
 
 from __future__ import annotations
@@ -190,3 +192,22 @@ def resume(job_id: str, settings: Settings | None = None, queues: list[str] | No
     submitter = Submitter(settings)
     submitter.resume(job_id, queues)
     return Job(job_id, settings, submitter.celery, submitter.store)
+
+
+def rerun(job_id: str, stages: list[str], settings: Settings | None = None, queues: list[str] | None = None) -> Job:
+    """A new job over JOB's images that runs only `stages` with these settings' prompts and takes
+    the other stages' outputs from JOB's records (`producer rerun`)."""
+    from producers.rerun import resubmit
+
+    submitter = Submitter((settings or load_settings()).with_overrides(stages=stages))
+    new_id = resubmit(submitter, job_id, False, queues)
+    return Job(new_id, submitter.settings, submitter.celery, submitter.store)
+
+
+def retry(job_id: str, settings: Settings | None = None, queues: list[str] | None = None) -> Job:
+    """A new job over only JOB's failed images, with JOB's own spec (`producer retry`)."""
+    from producers.rerun import resubmit
+
+    submitter = Submitter(settings or load_settings())
+    new_id = resubmit(submitter, job_id, True, queues)
+    return Job(new_id, submitter.settings, submitter.celery, submitter.store)

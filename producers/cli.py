@@ -11,6 +11,7 @@ from config.errors import PipelineError
 from producers.cli_common import console
 from producers.cli_fleet import dead, fleet, workers
 from producers.cli_jobs import cancel, collect, export, jobs, prompts, results, status
+from producers.cli_rerun import rerun, retry
 from producers.cli_submit import resume, run, submit
 from producers.serve.command import serve
 
@@ -28,6 +29,8 @@ for command in (
     submit,
     resume,
     run,
+    rerun,
+    retry,
     status,
     results,
     jobs,

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from config.errors import PipelineError
-from config.settings import Settings, load_settings
+from config.settings import STAGES, Settings, load_settings
 
 console = Console(stderr=True)
 
@@ -65,9 +65,38 @@ def check_not_empty(roots, recursive: bool, settings: Settings) -> None:
         )
 
 
+def parse_stages(ctx, param, value: str | None) -> list[str] | None:
+    """`--stages classify,score`: known names only, in pipeline order; a typo is a usage error."""
+    if value is None:
+        return None
+    names = _csv(value) or []
+    unknown = [n for n in names if n not in STAGES]
+    if unknown or not names:
+        what = f"unknown stage {', '.join(map(repr, unknown))}" if unknown else "no stage given"
+        raise click.BadParameter(f"{what}; choose from {', '.join(STAGES)} (comma-separated)")
+    return [s for s in STAGES if s in names]
+
+
+def check_first_stage(stages: list[str] | None) -> None:
+    """A new job has no earlier outputs: the stages it runs start with classify."""
+    if stages and "classify" not in stages:
+        raise click.BadParameter(
+            "a new job starts with classify; to run later stages over an earlier job's classification, "
+            "use `producer rerun JOB --stages ...`",
+            param_hint="--stages",
+        )
+
+
+STAGES_HELP = f"Comma-separated stages to run, of {','.join(STAGES)} (default: all)."
+
+
 def job_options(fn):
+    return job_flags(click.option("--recursive/--no-recursive", default=True, show_default=True)(fn))
+
+
+def job_flags(fn):
     options = [
-        click.option("--recursive/--no-recursive", default=True, show_default=True),
+        click.option("--stages", callback=parse_stages, help=STAGES_HELP),
         click.option("--batch-size", type=int, help="Images per Celery task."),
         click.option("--no-cache", is_flag=True, help="Recompute even what the cache knows."),
         click.option("--score-threshold", type=float, help="Summarize only images scoring at least this."),
@@ -82,6 +111,7 @@ def job_options(fn):
 
 
 def job_overrides(
+    stages,
     batch_size,
     no_cache,
     score_threshold,
@@ -91,6 +121,7 @@ def job_overrides(
     prompt_dir,
 ) -> dict[str, Any]:
     return dict(
+        stages=stages,
         batch_size=batch_size,
         use_cache=False if no_cache else None,
         conditions={

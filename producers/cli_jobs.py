@@ -30,10 +30,17 @@ def status(ctx, job_id, follow, as_json) -> None:
     job = Job(job_id, settings_from(ctx))
     progress = watch(job) if follow else job.progress()
     stages = job.stage_counts()
+    spec = job.store.load_spec(job_id)
+    link = {"selected_stages": spec.stages, "parent": spec.parent} if spec else {}  # rerun / retry
     if as_json:
-        click.echo(json.dumps({**progress.model_dump(mode="json"), "stages": stages}, indent=2))
+        click.echo(json.dumps({**progress.model_dump(mode="json"), "stages": stages, **link}, indent=2))
         return
     table = progress_table(progress)
+    if spec is not None and spec.parent:
+        kind = "a retry of its failed images" if spec.parent_images == "failed" else "a rerun"
+        table.add_row("parent job", f"{spec.parent} ({kind})")
+    if spec is not None and len(spec.stages) < 3:
+        table.add_row("stages selected", ",".join(spec.stages))
     for stage in ("classify", "score", "summarize"):
         row = stages[stage]
         table.add_row(f"stage {stage}", f"{row['done']} done, {row['skipped']} skipped, {row['failed']} failed")

@@ -8,6 +8,7 @@ import click
 
 from producers.cli_common import (
     JOB_ID,
+    check_first_stage,
     check_not_empty,
     check_roots,
     console,
@@ -45,6 +46,7 @@ def submit(
     from producers.api import Job
     from producers.submit import Submitter, new_job_id
 
+    check_first_stage(job["stages"])
     settings = settings_from(
         ctx,
         max_inflight_batches=max_inflight,
@@ -104,6 +106,7 @@ def run(ctx, roots, recursive, model, engine, output_dir, **job) -> None:
     """The whole job on this machine: Redis (embedded if none answers), a worker, results in OUTPUT_DIR."""
     from producers.run import Interrupted, default_model, run_local
 
+    check_first_stage(job["stages"])
     if model is None and "model" not in settings_from(ctx).engine.model_fields_set:
         model = default_model()  # the GPU default on a GPU machine, unless env or YAML name a model
     settings = settings_from(ctx, **job_overrides(**job), engine={"model": model, "backend": engine})

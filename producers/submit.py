@@ -13,8 +13,9 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from celery import Celery
 from celery.result import AsyncResult, GroupResult
@@ -38,11 +39,10 @@ from config.settings import Settings
 from producers import sources
 from producers.lease import LEASE_TTL_S, LeaseKeeper
 from producers.pool import PreparePool
+from producers.rerun import resume_link
 
 log = logging.getLogger(__name__)
 GROUP_MAX_BATCHES = 1000  # jobs up to 32,000 images at batch size 32 get a saved GroupResult
-
-
 ProgressFn = Callable[[SubmitStats], None]
 
 
@@ -65,6 +65,10 @@ class Submitter:
         self.celery.backend.on_task_call = lambda producer, task_id: None
         self.store = store or JobStore.from_settings(settings)
         self._owner = f"{socket.gethostname()}:{os.getpid()}"  # who holds the job's submission lease
+        # a rerun or retry (producers.rerun): spec fields, names to take (None: all), outputs by sha256
+        self.linked: dict[str, Any] = {}
+        self.only: set[str] | None = None
+        self.preload: Mapping[str, dict[str, Any]] = {}
 
     def preflight(self) -> tuple[PromptSet, PrepareLimits]:
         """What a job needs that the settings alone decide; raises (bad prompt files, a model this
@@ -110,6 +114,8 @@ class Submitter:
         status = self.store.progress(job_id).status
         if status != "interrupted":
             raise JobStateError(f"job {job_id} is {status}: only an interrupted submission can be resumed")
+        if spec.parent and not self.linked:
+            resume_link(self, spec)  # a rerun or retry: the same images, the same parent outputs
         if not self.store.take_lease(job_id, self._owner, LEASE_TTL_S):
             raise JobStateError(f"job {job_id} is being resumed by another producer")
         # the job's own settings, not today's: the same batches, prompts and conditions
@@ -151,6 +157,8 @@ class Submitter:
         limits = limits_from(s)
         pool = PreparePool(limits, s.images.prepare_workers, s.images.decode_timeout_s, s.images.decode_memory_mb)
         entries = sources.entries(roots, recursive, s, limits, s.images.image_column)
+        if self.only is not None:  # a retry: only the parent's failed images
+            entries = (e for e in entries if e.name in self.only)
         try:
             with LeaseKeeper(self.store, job_id):
                 for result in pool.map(entries):
@@ -161,7 +169,7 @@ class Submitter:
                     else:
                         pending.append(result)
                         if len(pending) >= s.batch_size:
-                            to_ship += self.shipper.resolve(pending, stats)
+                            to_ship += self._resolve(pending, stats)
                             pending = []
                     while len(to_ship) >= s.batch_size:
                         self._ship(to_ship[: s.batch_size], stats)
@@ -170,7 +178,7 @@ class Submitter:
                         self.store.set_fields(job_id, scanned=stats.scanned)
                     if progress and stats.scanned % 64 == 0:
                         progress(stats)
-                to_ship += self.shipper.resolve(pending, stats)
+                to_ship += self._resolve(pending, stats)
                 for start in range(0, len(to_ship), s.batch_size):
                     self._ship(to_ship[start : start + s.batch_size], stats)
                 # saved before the total: a job can finish (and its in-flight state go) only after
@@ -188,13 +196,19 @@ class Submitter:
             progress(stats)
         return job_id
 
+    def _resolve(self, pending: list[Prepared], stats: SubmitStats) -> list[ItemState]:  # + a rerun's preload
+        for item in (items := self.shipper.resolve(pending, stats)):
+            for name, value in self.preload.get(item.ref.sha256, {}).items():
+                setattr(item, name, value)
+        return items
+
     def create_job(
         self, roots: Sequence[str | Path], queues: Sequence[str] | None, job_id: str | None, recursive: bool = True
     ) -> JobSpec:
         s = self.settings
         job_id = job_id or new_job_id()
         prompts, _ = self.preflight()
-        spec = JobSpec.from_settings(s, job_id, prompts, root_names(roots))
+        spec = JobSpec.from_settings(s, job_id, prompts, root_names(roots)).model_copy(update=self.linked)
         spec.recursive = recursive
         if s.prepare_queue:
             self.store.r.sadd(keys.PREPARE_QUEUES, s.prepare_queue)  # GPU chains are never sent there

@@ -39,8 +39,10 @@ def make_batch(n: int) -> tuple[BatchState, dict[str, bytes]]:
     return BatchState(job_id="j", batch_id="j-b0", items=items), images
 
 
-def run_all(batch, images, engine, cache=None, prompt_dir=None, **conditions) -> BatchState:
-    settings = Settings(conditions=conditions, engine={"backend": "test"}).with_overrides(prompt_dir=prompt_dir)
+def run_all(batch, images, engine, cache=None, prompt_dir=None, stages=None, **conditions) -> BatchState:
+    settings = Settings(conditions=conditions, engine={"backend": "test"}).with_overrides(
+        prompt_dir=prompt_dir, stages=stages
+    )
     spec = JobSpec.from_settings(settings, "j", load_prompt_set(settings.prompt_dir), [])
     ctx = StageContext(
         engine=lambda: engine,
@@ -146,3 +148,35 @@ def test_two_summary_prompts_give_two_summaries_per_image(tmp_path):
     for item in out.items:
         assert [s.prompt.split("@")[0] for s in item.summaries] == ["summary_default", "summary_default.short"]
         assert item.summaries[0].summary != item.summaries[1].summary
+
+
+def test_a_stage_not_selected_is_skipped_for_every_image_without_an_engine_call():
+    batch, images = make_batch(8)
+    engine = CountingEngine()
+    out = run_all(batch, images, engine, stages=["classify"])
+    assert engine.batch_sizes == [8]
+    for item in out.items:
+        assert item.classification and not item.scores and not item.summaries
+        assert item.skipped == {"score": "stage not selected", "summarize": "stage not selected"}
+
+
+def test_outputs_an_item_already_carries_are_kept_and_their_stage_not_run_again():
+    batch, images = make_batch(8)
+    full = run_all(batch.model_copy(deep=True), images, CountingEngine())
+    for item, done in zip(batch.items, full.items):
+        item.classification = done.classification  # what a rerun takes from its parent's record
+    engine = CountingEngine()
+    out = run_all(batch, images, engine, stages=["score", "summarize"])
+    assert engine.batch_sizes == [8, 8]
+    for item, done in zip(out.items, full.items):
+        assert item.classification == done.classification and item.scores == done.scores
+        assert item.summaries and not item.skipped
+
+
+def test_a_later_stage_without_a_classification_to_go_on_from_says_why():
+    batch, images = make_batch(4)
+    engine = CountingEngine()
+    out = run_all(batch, images, engine, stages=["score"])
+    assert engine.batch_sizes == []
+    for item in out.items:
+        assert "no classification" in item.skipped["score"] and item.skipped["summarize"] == "stage not selected"
