@@ -72,7 +72,7 @@ class JobStore(JobMeta, Duplicates, Blobs, RecordWindow, BatchMarks, ProgressRea
         pipe.execute()
 
     def batch_standing(self, job_id: str, batch_id: str) -> str:
-        """"cancelled", "finished" (a duplicate delivery of a batch already done) or "running":
+        """ "cancelled", "finished" (a duplicate delivery of a batch already done) or "running":
         what a chain link checks before it does any work, in one round trip."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(self.key(job_id), "status")
