@@ -87,7 +87,11 @@ class Heartbeat:
             "model": self.model,
             "engine": engine,
         }
-        self.r.set(self.key, json.dumps(value), ex=TTL_S)
+        pipe = self.r.pipeline(transaction=False)
+        pipe.set(self.key, json.dumps(value), ex=TTL_S)
+        if self.model:  # what a message left on these queues needs, should this worker go (app.routing)
+            pipe.hset(keys.QUEUE_MODELS, mapping={q: self.model for q in self.queues})
+        pipe.execute()
 
     def _run(self) -> None:
         while not self._stop.is_set():

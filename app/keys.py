@@ -20,6 +20,8 @@ BLOB_PREFIX = f"{PREFIX}blob:"
 ALIVE_PREFIX = f"{PREFIX}alive:"  # worker heartbeats (app.heartbeat)
 MOVING_PREFIX = f"{PREFIX}moving:"  # a message between two queues (app.routing)
 WORKER_STATS_PREFIX = f"{PREFIX}worker:"
+QUEUE_MODELS = f"{PREFIX}queue-models"  # hash: queue → the model its messages need (app.routing)
+PARKING_PREFIX = f"{PREFIX}parked:"  # a queue no worker consumes: batches waiting for their model
 
 
 def job(job_id: str, part: str = "") -> str:

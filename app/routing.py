@@ -9,10 +9,17 @@ Strategy, in three parts:
    queue; callers run it periodically (`producer submit --wait`, `Job.wait`, `producer workers`).
    A batch that was *running* on a vanished worker comes back to its queue when the Redis
    visibility timeout expires, and is then moved too.
+
+Every part routes by model: a job's batches go only to queues whose live workers all serve the
+job's model (`model_queues`). While none does, they wait on the model's parking queue, which no
+worker consumes, and the rebalancer moves them once a worker of that model is live. Redis keeps
+which model each queue's messages need (`keys.QUEUE_MODELS`: written by heartbeats and parking),
+so work left on a queue is only ever moved to a queue of the same model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -20,7 +27,7 @@ from collections.abc import Sequence
 import redis
 
 from app import keys
-from app.heartbeat import live_models, live_queues
+from app.heartbeat import live_models, live_workers
 
 PRIORITY_STEPS = list(range(10))  # the transport's priority levels (app.factory configures kombu with them)
 
@@ -60,6 +67,46 @@ def queue_for_model(r: redis.Redis, model: str) -> str | None:
     """The live queue serving `model` with the least work waiting; None when no live worker serves it."""
     queues = sorted({q for w in live_models(r).get(model, []) for q in w["queues"]})
     return least_loaded(r, queues) if queues else None
+
+
+def model_queues(
+    r: redis.Redis, model: str, workers: list[dict] | None = None, among: Sequence[str] | None = None
+) -> list[str]:
+    """Live GPU queues (of `among`, when given) whose live workers all serve `model`: a queue shared
+    with a worker of another model is nobody's, since either worker could take the batch."""
+    workers = live_workers(r) if workers is None else workers
+    cpu = {q.decode() for q in r.smembers(keys.PREPARE_QUEUES)}
+    models: dict[str, set[str]] = {}
+    for w in workers:
+        for q in w["queues"]:
+            models.setdefault(q, set()).add(w.get("model") or "")
+    return sorted(q for q, s in models.items() if s == {model} and q not in cpu and (among is None or q in among))
+
+
+def parking_queue(model: str) -> str:
+    """Where a job's batches wait while no live worker serves its model; no worker consumes it."""
+    return f"{keys.PARKING_PREFIX}{hashlib.sha256(model.encode()).hexdigest()[:16]}"
+
+
+def park(r: redis.Redis, model: str) -> str:
+    """The model's parking queue, noted in Redis so that the rebalancer knows what its batches need."""
+    queue = parking_queue(model)
+    r.hset(keys.QUEUE_MODELS, queue, model)
+    return queue
+
+
+def waiting_queue(r: redis.Redis, model: str, named: Sequence[str]) -> str:
+    """While no live worker serves `model`: the first named queue no live worker serves yet (a worker
+    started there takes the batch; one of another model hands it back), else the model's parking queue."""
+    live = {q for w in live_workers(r) for q in w["queues"]}
+    idle = [q for q in named if q not in live and not q.startswith(keys.PARKING_PREFIX)]
+    return idle[0] if idle else park(r, model)
+
+
+def route_for_model(r: redis.Redis, model: str) -> str:
+    """The least-loaded queue serving `model`, else its parking queue."""
+    queues = model_queues(r, model)
+    return least_loaded(r, queues) if queues else park(r, model)
 
 
 def follow_current_queue(name, args, kwargs, options, task=None, **_):
@@ -125,7 +172,8 @@ def move_queue(r: redis.Redis, source: str, target: str) -> int:
 
 
 class Rebalancer:
-    """Moves work off queues that have had no live worker for `grace_s` seconds."""
+    """Moves work off queues that have had no live worker for `grace_s` seconds (parked batches at
+    once), to a queue of the model the work needs (any live queue where Redis does not know it)."""
 
     def __init__(self, r: redis.Redis, grace_s: float = 10.0) -> None:
         self.r = r
@@ -134,16 +182,21 @@ class Rebalancer:
 
     def run(self, queues: Sequence[str]) -> int:
         recover_staged(self.r)
-        live = live_queues(self.r)
+        workers = live_workers(self.r)
+        live = sorted({q for w in workers for q in w["queues"]})
         if not live:
             return 0  # nobody to give the work to; it waits where it is
+        needs = {k.decode(): v.decode() for k, v in self.r.hgetall(keys.QUEUE_MODELS).items()}
+        parked = [q for q in needs if q.startswith(keys.PARKING_PREFIX)]
         now, moved = time.monotonic(), 0
-        waiting = pending(self.r, [q for q in queues if q not in live])
+        waiting = pending(self.r, [q for q in dict.fromkeys([*queues, *parked]) if q not in live])
         for queue, count in waiting.items():
             if not count:
                 self.orphaned_since.pop(queue, None)
                 continue
             since = self.orphaned_since.setdefault(queue, now)
-            if now - since >= self.grace_s:
-                moved += move_queue(self.r, queue, least_loaded(self.r, live))
+            model = needs.get(queue)
+            targets = model_queues(self.r, model, workers) if model else live
+            if targets and (queue in parked or now - since >= self.grace_s):
+                moved += move_queue(self.r, queue, least_loaded(self.r, targets))
         return moved

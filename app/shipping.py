@@ -15,14 +15,13 @@ from pathlib import Path
 
 from celery import Celery
 
-from app import keys, redis_full
+from app import redis_full
 from app.claims import Claims, RedisClaims
 from app.decode import Prepared
-from app.heartbeat import live_queues
 from app.job_spec import JobSpec
 from app.pipeline import batch_chain, chain_task_ids
 from app.results import ResultsDataset
-from app.routing import least_loaded
+from app.routing import least_loaded, model_queues, waiting_queue
 from app.schemas import BatchState, ImageRecord, ImageRef, ItemState
 from app.store import JobStore
 from config.settings import Settings
@@ -60,16 +59,12 @@ class Shipper:
         self.claims = claims or RedisClaims(store, spec.job_id)
         self.resuming = resuming  # finishing an interrupted submission: skip what it already handled
         self.explicit_queues = list(queues) if queues else None  # else those live workers serve now
-        self.queues = self.explicit_queues or self.live_gpu_queues() or list(spec.queues or settings.queues)
+        self.queues = model_queues(self.store.r, self.spec.model, among=self.explicit_queues)
         self._queues_checked = time.monotonic()
         self._next_queue = 0
         self._data: dict[str, bytes] = {}  # prepared bytes of items resolved but not yet shipped
         self.dataset = ResultsDataset(spec.results) if spec.results else None
         self._hits: OrderedDict[str, ImageRecord] = OrderedDict()  # recent cache hits, for their duplicates
-
-    def live_gpu_queues(self) -> list[str]:
-        cpu = {q.decode() for q in self.store.r.smembers(keys.PREPARE_QUEUES)}
-        return [q for q in live_queues(self.store.r) if q not in cpu]
 
     def resolve(self, prepared: list[Prepared], stats: SubmitStats) -> list[ItemState]:
         """Drop what is already known: duplicates of this job and images in the record cache.
@@ -207,13 +202,18 @@ class Shipper:
         return True
 
     def pick_queue(self) -> str:
-        """The least-loaded queue; the live set is refreshed every few seconds unless queues were given."""
-        if self.explicit_queues is None and time.monotonic() - self._queues_checked > 5:
-            self.queues = self.live_gpu_queues() or self.queues
+        """The least-loaded queue serving the job's model; the live set is refreshed every few seconds."""
+        if time.monotonic() - self._queues_checked > 5:
+            self.queues = model_queues(self.store.r, self.spec.model, among=self.explicit_queues)
             self._queues_checked = time.monotonic()
-        n = self._next_queue % len(self.queues)
-        self._next_queue += 1
-        queue = least_loaded(self.store.r, self.queues[n:] + self.queues[:n])
+        n, self._next_queue = self._next_queue % max(1, len(self.queues)), self._next_queue + 1
+        queue = (  # no live worker serves the job's model: a queue where the batch waits for one
+            least_loaded(self.store.r, self.queues[n:] + self.queues[:n])
+            if self.queues
+            else waiting_queue(
+                self.store.r, self.spec.model, self.explicit_queues or self.spec.queues or self.settings.queues
+            )
+        )
         if queue not in self.spec.queues:  # remembered, so Job.wait can rebalance it later
             self.spec.queues.append(queue)
             self.store.set_fields(self.spec.job_id, spec=self.spec.model_dump_json())

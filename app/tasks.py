@@ -16,10 +16,12 @@ from app.celery import app
 from app.chat import serve_batch
 from app.finish import BROKER_RETRIES, finish
 from app.poison import isolate
+from app.routing import route_for_model
 from app.runtime import RuntimeTask, WorkerRuntime
 from app.schemas import BatchState, DeadLetter, ItemState, Stage
 from app.stages import StageContext, run_stage
 from config.errors import BrokerUnavailableError, PermanentError
+from workers.engine import engine_model_id
 
 log = logging.getLogger(__name__)
 ATTEMPTS_TTL_S = 7 * 24 * 3600
@@ -52,6 +54,7 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     if standing == "finished":  # a duplicate delivery (its ack lost to a kill or a Redis restart)
         log.info("batch already finished: duplicate delivery ignored", extra={"batch_id": batch.batch_id})
         raise Ignore()  # no work, no state stored, the chain goes no further
+    hand_back_if_foreign(task, batch)
     refuse_foreign_refs(batch, stage, settings.shared_dir)
     ids = {"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage}
     log.info("stage start", extra={**ids, "images": len(batch.items), "attempt": attempt})
@@ -74,6 +77,26 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     if stage in rt.spec(batch.job_id).stages:  # a stage the job did not select did not run
         rt.store.add_worker_stats(task.request.hostname or "worker", stage, delta)
     return batch
+
+
+def hand_back_if_foreign(task: StageTask, batch: BatchState) -> None:
+    """A batch of a job whose model this worker does not serve goes back untouched, chain and all, to
+    a queue of that model (else its parking queue): records never mix models, whatever the route."""
+    try:
+        wanted = task.runtime.spec(batch.job_id).model
+    except PermanentError:
+        return  # no spec: the stage fails the batch plainly
+    own = engine_model_id(task.settings)
+    if wanted == own:
+        return
+    target = route_for_model(task.runtime.store.r, wanted)
+    log.warning(
+        "batch of another model handed back",
+        extra={"job_id": batch.job_id, "batch_id": batch.batch_id, "model": wanted, "own": own, "queue": target},
+    )
+    task.runtime.store.r.decr(task.attempts_key)  # not a delivery of this batch: its next one is its first
+    task.signature_from_request(queue=target).apply_async()
+    raise Ignore()
 
 
 def _run_delivery(task: StageTask, stage: Stage, batch: BatchState, attempt: int) -> BatchState:

@@ -109,6 +109,7 @@ class EngineSettings(BaseModel):
     test_delay_s: float = 0.0  # deterministic test engine: sleep per batch (simulates a GPU)
     test_fail_on: list[str] = []  # deterministic test engine: sha256 prefixes that fail
     test_exit_on: list[str] = []  # deterministic test engine: sha256 prefixes that kill the process
+    test_model_id: str = ""  # deterministic test engine: the model id it answers to ("": deterministic-test-engine)
 
 
 class Conditions(BaseModel):

@@ -23,6 +23,9 @@ from producers.watch import finish_watch, progress_line, submit_line, warn_if_un
 @click.argument("roots", nargs=-1, required=True, type=click.Path())
 @job_options
 @click.option("--queue", "queues", multiple=True, help="GPU queue(s) to spread batches over (repeatable).")
+@click.option(
+    "--model", help="The model the job's images go through: only its workers take them (default: engine.model)."
+)
 @click.option("--max-inflight", type=int, help="Batches allowed to wait in Redis at once.")
 @click.option("--shared-dir", type=click.Path(file_okay=False), help="Folder all workers can read.")
 @click.option("--image-column", help="Parquet/Arrow datasets: the image column (default 'image').")
@@ -37,7 +40,7 @@ from producers.watch import finish_watch, progress_line, submit_line, warn_if_un
 @click.option("--job-id", help="Finish the interrupted job with this id (like `producer resume`).")
 @click.pass_context
 def submit(
-    ctx, roots, recursive, queues, max_inflight, shared_dir, image_column, prepare_on, wait, job_id, **job
+    ctx, roots, recursive, queues, model, max_inflight, shared_dir, image_column, prepare_on, wait, job_id, **job
 ) -> None:
     """Prepare the images of ROOTS and enqueue one chain per batch. Prints the job id.
 
@@ -45,6 +48,7 @@ def submit(
     shards (.tar, globs like 'shards/*.tar', URLs), Parquet/Arrow files or `datasets` folders."""
     from producers.api import Job
     from producers.submit import Submitter, new_job_id
+    from workers.engine import engine_model_id
 
     check_first_stage(job["stages"])
     settings = settings_from(
@@ -55,6 +59,7 @@ def submit(
         prepare_queue=prepare_on,
         **job_overrides(**job),
         images={"image_column": image_column},
+        engine={"model": model},
     )
     check_roots(roots, settings)
     check_not_empty(roots, recursive, settings)
@@ -62,7 +67,7 @@ def submit(
     submitter.preflight()  # bad prompts or an unsupported model: refused before a job id is shown
     job_id = job_id or new_job_id()
     click.echo(job_id)  # at once: the job can be watched from another terminal while it is submitted
-    warn_if_unserved(submitter.store.r, list(queues) or None)
+    warn_if_unserved(submitter.store.r, list(queues) or None, engine_model_id(settings))
     if settings.prepare_queue:
         warn_if_unserved(submitter.store.r, [settings.prepare_queue])
     with console.status("scanning and submitting …") as status:

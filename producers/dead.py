@@ -11,9 +11,8 @@ import uuid
 
 from celery import Celery
 
-from app.heartbeat import live_queues
 from app.pipeline import batch_chain, chain_task_ids
-from app.routing import least_loaded
+from app.routing import least_loaded, model_queues, waiting_queue
 from app.schemas import BatchState, DeadLetter, ItemState
 from app.store import JobStore
 from config.errors import PipelineError
@@ -28,8 +27,8 @@ def requeue(store: JobStore, celery_app: Celery, letter_id: str, queue: str | No
     if spec is None:
         store.dead_letter(letter)  # leave it as it was
         raise PipelineError(f"dead letter {letter_id}: its job {letter.job_id} no longer exists")
-    queues = [queue] if queue else (live_queues(store.r) or spec.queues)
-    target = least_loaded(store.r, queues)
+    served = model_queues(store.r, spec.model)  # requeued like a shipped batch: to a queue of the job's model
+    target = queue or (least_loaded(store.r, served) if served else waiting_queue(store.r, spec.model, spec.queues))
     batch_id = f"{letter.batch_id}-r{uuid.uuid4().hex[:6]}"
     batch = BatchState(job_id=letter.job_id, batch_id=batch_id, items=[ItemState(ref=letter.ref)])
     try:

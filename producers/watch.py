@@ -44,11 +44,23 @@ def progress_line(p: JobProgress) -> str:
     return f"job {p.job_id} {p.status}: {p.accounted}/{total} ({counts}), {p.images_per_s:g} img/s{eta}"
 
 
-def unserved_message(r, queues: list[str] | None) -> str | None:
-    """Why nothing can progress, when no live worker serves the job's queues; else None."""
-    from app.heartbeat import live_queues
+def unserved_message(r, queues: list[str] | None, model: str | None = None) -> str | None:
+    """Why nothing can progress, when no live worker serves the job's model or queues; else None."""
+    from app import keys
+    from app.heartbeat import live_models, live_queues
+    from app.routing import model_queues
 
     live = live_queues(r)
+    if model and live and not model_queues(r, model):
+        others = "; ".join(
+            f"{m} on {', '.join(sorted({q for w in ws for q in w['queues']}))}"
+            for m, ws in sorted(live_models(r).items())
+        )
+        return (
+            f"no live worker serves model {model}: batches wait in Redis until one starts on a queue of its own "
+            f"(`VLMQ_ENGINE__MODEL={model} celery -A app worker -Q QUEUE -c 1`); live workers serve {others or '?'}"
+        )
+    queues = None if queues is None else [q for q in queues if not q.startswith(keys.PARKING_PREFIX)] or None
     if queues is None:
         return (
             None
@@ -64,8 +76,8 @@ def unserved_message(r, queues: list[str] | None) -> str | None:
     )
 
 
-def warn_if_unserved(r, queues: list[str] | None) -> None:
-    message = unserved_message(r, queues)
+def warn_if_unserved(r, queues: list[str] | None, model: str | None = None) -> None:
+    message = unserved_message(r, queues, model)
     if message:
         console.print(f"[yellow]warning:[/yellow] {message}")
 
@@ -99,7 +111,7 @@ def watch(job) -> JobProgress:
         if not p.finished and time.monotonic() - said["checked"] > 3:
             said["checked"] = time.monotonic()
             spec = job.store.load_spec(job.id)
-            message = unserved_message(job.store.r, spec.queues if spec else None)
+            message = unserved_message(job.store.r, spec.queues if spec else None, spec.model if spec else None)
             if message and message != said["last"]:
                 live.console.print(f"[yellow]waiting:[/yellow] {message}")
             elif not message and said["last"]:

@@ -119,7 +119,7 @@ def test_an_engine_that_cannot_start_ends_the_job_with_readable_error_records(se
         VLMQ_ENGINE__MODEL_FAMILY="idefics3",
         VLMQ_ENGINE__STAGE_RETRIES="1",
     )
-    job = submit(image_dir, settings)
+    job = submit(image_dir, settings.with_overrides(engine={"backend": "vllm", "model": "/nonexistent/model-dir"}))
     progress = job.wait(timeout=90)
     assert progress.outcomes == {"failed": 6}
     for r in job.records():

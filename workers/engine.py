@@ -86,8 +86,11 @@ def split_on_reject(
 
 
 def engine_model_id(settings: Settings) -> str:
-    """What records name as their model: the model, or plainly the test engine."""
-    return TEST_ENGINE_ID if settings.engine.backend == "test" else settings.engine.model
+    """What records name as their model, workers advertise and jobs are routed by: the model, or
+    plainly the test engine (`engine.test_model_id` lets test engines play several models in one fleet)."""
+    if settings.engine.backend == "test":
+        return settings.engine.test_model_id or TEST_ENGINE_ID
+    return settings.engine.model
 
 
 def create_engine(settings: Settings) -> Engine:
@@ -95,9 +98,11 @@ def create_engine(settings: Settings) -> Engine:
     if settings.engine.backend == "test":
         from workers.deterministic_engine import DeterministicTestEngine
 
-        return DeterministicTestEngine(
+        engine = DeterministicTestEngine(
             settings.engine.test_delay_s, settings.engine.test_fail_on, settings.engine.test_exit_on
         )
+        engine.model_id = engine_model_id(settings)
+        return engine
     from workers.vllm_engine import VLLMEngine
 
     return VLLMEngine(settings)
