@@ -140,9 +140,10 @@ class Settings(BaseSettings):
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with overrides applied, groups as dicts (`engine={"model": m}`); `None` means
-        "flag not given", at any depth, and a partial group keeps the group's other values."""
+        "flag not given", at any depth, and a partial group keeps the group's other values. Only
+        what was set is carried over, so `model_fields_set` still tells a default from a choice."""
         given = _given(overrides)
-        return self.model_validate(_merged(self.model_dump(), given)) if given else self
+        return self.model_validate(_merged(self.model_dump(exclude_unset=True), given)) if given else self
 
     def worker_environment(self) -> dict[str, str]:
         """These settings as VLMQ_* variables, for a worker process started from here (only what

@@ -51,3 +51,12 @@ def test_a_vlmq_yaml_in_the_working_directory_cannot_change_what_the_tests_see(t
     )
     assert out.returncode == 0, out.stdout[-3000:]
     assert " passed" in out.stdout and "failed" not in out.stdout
+
+
+def test_an_override_keeps_what_was_a_default_a_default():
+    # `producer --broker-url … run` must still pick the GPU default model: only a model someone
+    # named may count as set, whatever else was overridden.
+    settings = load_settings(redis={"url": "redis://elsewhere:6379/0"}, batch_size=4)
+    assert "model" not in settings.engine.model_fields_set
+    assert settings.engine.model == "HuggingFaceTB/SmolVLM-256M-Instruct" and settings.batch_size == 4
+    assert "model" in settings.with_overrides(engine={"model": "m"}).engine.model_fields_set
