@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ServeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt `api_keys` must not pass as "no keys"
+
     host: str = "127.0.0.1"  # any other address needs api_keys (`producer serve` refuses otherwise)
     port: int = Field(8000, ge=0, le=65535)
     # Bearer keys accepted in `Authorization: Bearer KEY`; none: no auth, and loopback only.

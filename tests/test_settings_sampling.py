@@ -33,3 +33,10 @@ def test_an_unknown_sampling_name_is_an_error_not_ignored(monkeypatch):
     monkeypatch.setenv("VLMQ_SAMPLING__SUMMARIZE__TEMPRATURE", "0.5")
     with pytest.raises(ValidationError, match="temprature"):
         Settings()
+
+
+@pytest.mark.parametrize("group", ["redis", "images", "engine", "conditions", "serve"])
+def test_an_unknown_name_in_any_group_is_an_error_not_ignored(monkeypatch, group):
+    monkeypatch.setenv(f"VLMQ_{group.upper()}__API_KEY", '["k"]')  # e.g. a misspelt serve.api_keys
+    with pytest.raises(ValidationError, match="api_key"):
+        Settings()
