@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -56,6 +57,38 @@ def find_config_file(explicit: str | Path | None = None) -> Path | None:
     if env:
         return find_config_file(env)
     return next((p for p in config_file_candidates() if p.is_file()), None)
+
+
+# Flat names from before the settings had groups (#18). The environment source ignores a name that
+# is no field, so an old deployment's VLMQ_BROKER_URL or VLMQ_MODEL would be dropped without a word.
+RENAMED = {
+    "broker_url": "redis.url",
+    **{f"redis_ssl_{f}": f"redis.ssl_{f}" for f in ("ca_certs", "certfile", "keyfile")},
+    **{f: f"redis.{f}" for f in ("result_backend", "visibility_timeout_s", "result_expires_s", "job_ttl_s")},
+    **{f: f"images.{f}" for f in ImageSettings.model_fields},
+    **{
+        f: f"engine.{f}"
+        for f in EngineSettings.model_fields
+        if f not in ("backend", "kwargs") and not f.startswith("test_")
+    },
+    **{f"test_engine_{f}": f"engine.test_{f}" for f in ("delay_s", "fail_on", "exit_on")},
+    "engine_kwargs": "engine.kwargs",
+    **{f: f"conditions.{f}" for f in Conditions.model_fields},
+}
+
+
+def check_no_renamed_names(environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse VLMQ_* variables that name a setting by its old flat name, saying what it is now."""
+    found = []
+    for key in environ:
+        name = key.upper().removeprefix(ENV_PREFIX).lower() if key.upper().startswith(ENV_PREFIX) else None
+        if name in RENAMED:
+            group, field = RENAMED[name].split(".")
+            found.append(f"{key} (now {ENV_PREFIX}{group.upper()}__{field.upper()})")
+    if found:
+        from config.errors import ConfigError
+
+        raise ConfigError(f"settings moved into groups; rename {', '.join(sorted(found))}")
 
 
 def resolve_location(location: str) -> str:
@@ -132,6 +165,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        check_no_renamed_names()
         sources = [init_settings, env_settings]
         path = settings_cls.model_config.get("yaml_file") or find_config_file()
         if path is not None:

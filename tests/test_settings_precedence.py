@@ -60,3 +60,16 @@ def test_an_override_keeps_what_was_a_default_a_default():
     assert "model" not in settings.engine.model_fields_set
     assert settings.engine.model == "HuggingFaceTB/SmolVLM-256M-Instruct" and settings.batch_size == 4
     assert "model" in settings.with_overrides(engine={"model": "m"}).engine.model_fields_set
+
+
+def test_an_old_flat_name_in_the_environment_is_refused_with_its_new_name(monkeypatch):
+    import pytest
+
+    from config.errors import ConfigError
+
+    monkeypatch.setenv("VLMQ_BROKER_URL", "redis://elsewhere:6379/0")  # would be ignored: redis.url stays local
+    monkeypatch.setenv("VLMQ_MODEL", "/models/x")
+    with pytest.raises(
+        ConfigError, match=r"VLMQ_BROKER_URL \(now VLMQ_REDIS__URL\).*VLMQ_MODEL \(now VLMQ_ENGINE__MODEL\)"
+    ):
+        load_settings()
