@@ -76,5 +76,5 @@ def resolve_spec(model: str, family: str | None = None) -> ModelSpec:
             return spec.usable()
     raise ConfigError(
         f"cannot tell the model family of {model!r}; set model_family to one of "
-        f"{[s.family for s in REGISTRY]} (VLMQ_ENGINE__MODEL_FAMILY or --model-family)"
+        f"{[s.family for s in REGISTRY]} (engine.model_family, VLMQ_ENGINE__MODEL_FAMILY)"
     )
