@@ -95,18 +95,17 @@ def park(r: redis.Redis, model: str) -> str:
     return queue
 
 
-def waiting_queue(r: redis.Redis, model: str, named: Sequence[str]) -> str:
-    """While no live worker serves `model`: the first named queue no live worker serves yet (a worker
-    started there takes the batch; one of another model hands it back), else the model's parking queue."""
-    live = {q for w in live_workers(r) for q in w["queues"]}
+def route_for_model(r: redis.Redis, model: str, named: Sequence[str] = (), among: Sequence[str] | None = None) -> str:
+    """The least-loaded live queue (of `among`, when given) serving `model`; while there is none, the
+    first `named` queue no live worker serves yet (a worker started there takes the batch, and one of
+    another model hands it back), else the model's parking queue. One snapshot of the live workers."""
+    workers = live_workers(r)
+    queues = model_queues(r, model, workers, among)
+    if queues:
+        return least_loaded(r, queues)
+    live = {q for w in workers for q in w["queues"]}
     idle = [q for q in named if q not in live and not q.startswith(keys.PARKING_PREFIX)]
     return idle[0] if idle else park(r, model)
-
-
-def route_for_model(r: redis.Redis, model: str) -> str:
-    """The least-loaded queue serving `model`, else its parking queue."""
-    queues = model_queues(r, model)
-    return least_loaded(r, queues) if queues else park(r, model)
 
 
 def follow_current_queue(name, args, kwargs, options, task=None, **_):

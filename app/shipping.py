@@ -21,7 +21,7 @@ from app.decode import Prepared
 from app.job_spec import JobSpec
 from app.pipeline import batch_chain, chain_task_ids
 from app.results import ResultsDataset
-from app.routing import least_loaded, model_queues, waiting_queue
+from app.routing import least_loaded, model_queues, route_for_model
 from app.schemas import BatchState, ImageRecord, ImageRef, ItemState
 from app.store import JobStore
 from config.settings import Settings
@@ -203,16 +203,18 @@ class Shipper:
 
     def pick_queue(self) -> str:
         """The least-loaded queue serving the job's model; the live set is refreshed every few seconds."""
+        r, model, named = (
+            self.store.r,
+            self.spec.model,
+            self.explicit_queues or self.spec.queues or self.settings.queues,
+        )
         if time.monotonic() - self._queues_checked > 5:
-            self.queues = model_queues(self.store.r, self.spec.model, among=self.explicit_queues)
-            self._queues_checked = time.monotonic()
+            self.queues, self._queues_checked = model_queues(r, model, among=self.explicit_queues), time.monotonic()
         n, self._next_queue = self._next_queue % max(1, len(self.queues)), self._next_queue + 1
-        queue = (  # no live worker serves the job's model: a queue where the batch waits for one
-            least_loaded(self.store.r, self.queues[n:] + self.queues[:n])
+        queue = (  # else none served the job's model a moment ago: look again, or a queue to wait on
+            least_loaded(r, self.queues[n:] + self.queues[:n])
             if self.queues
-            else waiting_queue(
-                self.store.r, self.spec.model, self.explicit_queues or self.spec.queues or self.settings.queues
-            )
+            else route_for_model(r, model, named, among=self.explicit_queues)
         )
         if queue not in self.spec.queues:  # remembered, so Job.wait can rebalance it later
             self.spec.queues.append(queue)

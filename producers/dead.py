@@ -12,7 +12,7 @@ import uuid
 from celery import Celery
 
 from app.pipeline import batch_chain, chain_task_ids
-from app.routing import least_loaded, model_queues, waiting_queue
+from app.routing import route_for_model
 from app.schemas import BatchState, DeadLetter, ItemState
 from app.store import JobStore
 from config.errors import PipelineError
@@ -27,8 +27,7 @@ def requeue(store: JobStore, celery_app: Celery, letter_id: str, queue: str | No
     if spec is None:
         store.dead_letter(letter)  # leave it as it was
         raise PipelineError(f"dead letter {letter_id}: its job {letter.job_id} no longer exists")
-    served = model_queues(store.r, spec.model)  # requeued like a shipped batch: to a queue of the job's model
-    target = queue or (least_loaded(store.r, served) if served else waiting_queue(store.r, spec.model, spec.queues))
+    target = queue or route_for_model(store.r, spec.model, spec.queues)  # like a shipped batch: by the job's model
     batch_id = f"{letter.batch_id}-r{uuid.uuid4().hex[:6]}"
     batch = BatchState(job_id=letter.job_id, batch_id=batch_id, items=[ItemState(ref=letter.ref)])
     try:

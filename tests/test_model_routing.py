@@ -1,5 +1,6 @@
 """One fleet, several models: every job's batches go only to workers of the job's model."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -8,10 +9,13 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from app.heartbeat import live_models
 from app.routing import parking_queue, pending
 from producers.api import Job, submit
 from tests.images import make_good_images
+from workers.tiny_model import build_tiny_model
 
 
 def wait_until(check, timeout: float = 30, what: str = "condition"):
@@ -110,3 +114,39 @@ def test_a_worker_hands_back_a_batch_of_another_model_and_it_finishes_on_a_worke
     assert job.wait(timeout=120).outcomes == {"done": 16}
     records = list(job.records())
     assert {r.model for r in records} == {"model-b"} and {r.worker for r in records} == {worker_b.name}
+
+
+VLLM_ENV = dict(
+    VLMQ_ENGINE__BACKEND="vllm",
+    VLMQ_ENGINE__DTYPE="float32",
+    VLMQ_ENGINE__ENFORCE_EAGER="true",
+    VLMQ_ENGINE__MAX_MODEL_LEN="1024",
+    VLLM_CPU_KVCACHE_SPACE="1",
+)
+
+
+@pytest.mark.engine
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed: bash install.sh")
+def test_two_tiny_vllm_models_in_one_fleet_each_answer_only_the_job_that_names_them(
+    settings, start_worker, store, image_dir, tmp_path
+):
+    models = {label: build_tiny_model(tmp_path / f"tiny-{label}", seed=i) for i, label in enumerate("ab")}
+    queues = {label: queue_name(label) for label in models}
+    make_good_images(image_dir, 8, size=(320, 240))
+    workers = {
+        label: start_worker(queue=queues[label], timeout=180, VLMQ_ENGINE__MODEL=str(path), **VLLM_ENV)
+        for label, path in models.items()
+    }
+    wait_until(lambda: {str(p) for p in models.values()} <= set(live_models(store.r)), what="both models live")
+    jobs = {
+        label: submit(
+            image_dir,
+            settings.with_overrides(engine={"backend": "vllm", "model": str(path)}, queues=list(queues.values())),
+        )
+        for label, path in models.items()
+    }
+    for label, job in jobs.items():
+        assert job.wait(timeout=400).finished
+        records = list(job.records())
+        assert len(records) == 8 and {r.model for r in records} == {str(models[label])}
+        assert {r.worker for r in records} == {workers[label].name}
