@@ -52,7 +52,7 @@ def fleet(ctx) -> None:
             "`celery -A app worker -Q gpu0 -c 1` or `producer workers --gpus 0`"
         )
         return
-    table = Table("worker", "queues", "GPUs", "now", "batches done", "waiting")
+    table = Table("worker", "queues", "model", "GPUs", "now", "batches done", "waiting")
     for w in sorted(workers, key=lambda w: w["hostname"]):
         cur = w.get("current") or {}
         now = (
@@ -64,6 +64,7 @@ def fleet(ctx) -> None:
         table.add_row(
             w["hostname"],
             ",".join(w["queues"]),
+            w.get("model") or "-",
             w.get("gpus") or "-",
             now,
             str(w["batches_done"]),
@@ -75,7 +76,7 @@ def fleet(ctx) -> None:
 @click.command()
 @click.option("--job", "job_id", type=JOB_ID, help="Only this job's dead letters.")
 @click.option("--requeue", "requeue_ids", multiple=True, help="Send this dead letter back to a queue (repeatable).")
-@click.option("--queue", help="Queue for --requeue (default: the least-loaded live one).")
+@click.option("--queue", help="Queue for --requeue (default: the least-loaded live one of the job's model).")
 @click.pass_context
 def dead(ctx, job_id, requeue_ids, queue) -> None:
     """Images set aside because their worker was lost each time they ran; --requeue ID retries one."""
