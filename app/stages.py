@@ -101,11 +101,12 @@ def plan(stage: Stage, item: ItemState, spec: JobSpec) -> list[Unit]:
         if item.scores[0].score < spec.score_threshold:
             item.skipped[stage] = f"score {item.scores[0].score:g} is below threshold {spec.score_threshold:g}"
             return []
+    prompts = spec.prompts.for_stage(stage, category)
+    if not prompts:  # a folder of per-category prompts without a default (as Chromatic's are)
+        item.skipped[stage] = f"no {stage} prompt for category {category} (and no default)"
+        return []
     fmt: OutputFormat = "score" if stage == "score" else "text"
-    return [
-        Unit(item, p, "json" if p.output_schema else fmt, [], p.output_schema)
-        for p in spec.prompts.for_stage(stage, category)
-    ]
+    return [Unit(item, p, "json" if p.output_schema else fmt, [], p.output_schema) for p in prompts]
 
 
 def has_output(stage: Stage, item: ItemState) -> bool:

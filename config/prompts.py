@@ -192,8 +192,8 @@ def load_prompt_set(prompt_dir: Path, classification: str = "default", max_bytes
         for prompts in table.values():
             prompts.sort(key=_primary_first)
     for stage, prompts in defaults.items():
-        if not prompts:
-            raise PromptError(f"no {stage}_default.txt in {prompt_dir}: it is the fallback prompt")
+        if not prompts and not tables[stage]:  # per-category files alone are enough (Chromatic's folders)
+            raise PromptError(f"no {stage} prompt in {prompt_dir}: add {stage}_default.txt or {stage}_category_X.txt")
     return PromptSet(
         classification=cls_prompt,
         categories=extract_categories(cls_prompt),

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,19 @@ def test_adding_a_category_and_a_prompt_variant_needs_only_files(tmp_path: Path)
 def test_a_missing_classification_prompt_is_a_clear_error():
     with pytest.raises(PromptError, match="no classification prompt classification_nope.txt"):
         load_prompt_set(PACKAGE_PROMPT_DIR, "nope")
+
+
+def test_a_folder_of_per_category_prompts_without_defaults_loads_as_it_is(tmp_path: Path):
+    shutil.copy(PACKAGE_PROMPT_DIR / "classification_default.txt", tmp_path)
+    for name in ("scoring_category_a.txt", "summary_category_b.txt"):
+        shutil.copy(PACKAGE_PROMPT_DIR / name, tmp_path)
+    ps = load_prompt_set(tmp_path)
+    assert [p.name for p in ps.for_stage("score", "A")] == ["scoring_category_a"]
+    assert ps.for_stage("score", "B") == [] and ps.for_stage("summarize", "A") == []
+
+
+def test_a_folder_with_no_prompt_at_all_for_a_stage_is_a_clear_error(tmp_path: Path):
+    shutil.copy(PACKAGE_PROMPT_DIR / "classification_default.txt", tmp_path)
+    shutil.copy(PACKAGE_PROMPT_DIR / "scoring_default.txt", tmp_path)
+    with pytest.raises(PromptError, match="no summary prompt"):
+        load_prompt_set(tmp_path)

@@ -1,6 +1,7 @@
 """The stage functions alone: no Celery, no Redis."""
 
 import hashlib
+import shutil
 
 import pytest
 
@@ -180,3 +181,18 @@ def test_a_later_stage_without_a_classification_to_go_on_from_says_why():
     assert engine.batch_sizes == []
     for item in out.items:
         assert "no classification" in item.skipped["score"] and item.skipped["summarize"] == "stage not selected"
+
+
+def test_a_category_with_no_prompt_for_a_stage_and_no_default_skips_it_and_says_why(tmp_path):
+    shutil.copy(PACKAGE_PROMPT_DIR / "classification_default.txt", tmp_path)
+    for name in ("scoring_category_a.txt", "summary_category_a.txt"):
+        shutil.copy(PACKAGE_PROMPT_DIR / name, tmp_path)
+    batch, images = make_batch(16)
+    out = run_all(batch, images, CountingEngine(), prompt_dir=str(tmp_path))
+    categories = {item.classification.category for item in out.items}
+    assert "A" in categories and len(categories) > 1  # both kinds are in the batch
+    for item in out.items:
+        if item.classification.category == "A":
+            assert item.scores and item.summaries and not item.skipped
+        else:
+            assert not item.scores and "no score prompt for category" in item.skipped["score"]
