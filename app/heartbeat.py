@@ -32,11 +32,13 @@ class Heartbeat:
         queues: list[str],
         model: str = "",
         engine_state: Callable[[], str] | None = None,
+        serves: dict[str, Any] | None = None,
     ) -> None:
         self.r = client
         self.hostname = hostname
         self.queues = queues
         self.model = model  # the model id it answers to (the HTTP service routes chat requests by it)
+        self.serves = serves or {}  # what else it says of its engine: family, tensor-parallel size
         self.engine_state = engine_state
         self.current: dict[str, Any] = {}
         self.batches_done = 0
@@ -86,6 +88,7 @@ class Heartbeat:
             "at": time.time(),
             "model": self.model,
             "engine": engine,
+            **self.serves,
         }
         pipe = self.r.pipeline(transaction=False)
         pipe.set(self.key, json.dumps(value), ex=TTL_S)

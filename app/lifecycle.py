@@ -18,7 +18,7 @@ from app.heartbeat import Heartbeat
 from app.poison import forget_running
 from app.pool import exit_now, on_exit, on_hand_back
 from app.runtime import process_runtime
-from workers.engine import engine_model_id
+from workers.engine import engine_model_id, engine_serves
 from workers.orphans import stop_orphaned_engines
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,12 @@ def _start_heartbeat(sender=None, **_):
     queues = [q.name for q in sender.app.amqp.queues.consume_from.values()] if sender else []
     rt = process_runtime(app)
     _heartbeat = Heartbeat(
-        rt.store.r, sender.hostname, queues, model=engine_model_id(settings), engine_state=lambda: rt.engine_state
+        rt.store.r,
+        sender.hostname,
+        queues,
+        model=engine_model_id(settings),
+        engine_state=lambda: rt.engine_state,
+        serves=engine_serves(settings),
     ).start()
     rt.on_engine_state = _heartbeat.nudge_if_engine_changed
 

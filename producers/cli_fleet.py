@@ -64,7 +64,7 @@ def fleet(ctx) -> None:
         table.add_row(
             w["hostname"],
             ",".join(w["queues"]),
-            w.get("model") or "-",
+            _serves(w),
             w.get("gpus") or "-",
             now,
             str(w["batches_done"]),
@@ -95,3 +95,10 @@ def dead(ctx, job_id, requeue_ids, queue) -> None:
     for letter in store.dead_letters(job_id):
         table.add_row(*describe(letter))
     Console().print(table)
+
+
+def _serves(worker: dict) -> str:
+    """The model, then its family and TP size where the worker says them (older workers do not)."""
+    tp = worker.get("tensor_parallel_size")
+    extra = [e for e in (worker.get("family"), f"TP {tp}" if tp else "") if e]
+    return f"{worker.get('model') or '-'} ({', '.join(extra)})" if extra else worker.get("model") or "-"

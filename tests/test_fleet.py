@@ -45,6 +45,10 @@ def test_the_launcher_starts_one_worker_per_tp_group_and_both_queues_are_consume
             time.sleep(0.2)
         workers = {w["queues"][0]: w for w in live_workers(store.r)}
         assert {q: w["gpus"] for q, w in workers.items()} == {"fleet0": "0,1", "fleet1": "2,3"}
+        # each says what it serves: model, family, tensor-parallel size
+        assert {(w["model"], w["family"], w["tensor_parallel_size"]) for w in workers.values()} == {
+            ("deterministic-test-engine", "test", 2)
+        }
         job = submit(image_dir, settings.with_overrides(batch_size=4, queues=["unused"]))  # queues discovered
         assert job.wait(timeout=60).outcomes == {"done": 64}
         by_worker = {}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from config.errors import BatchRejectedError
+from config.errors import BatchRejectedError, ConfigError
 from config.sampling import StageSampling
 from config.settings import Settings
 from workers.formats import OutputFormat
@@ -91,6 +91,19 @@ def engine_model_id(settings: Settings) -> str:
     if settings.engine.backend == "test":
         return settings.engine.test_model_id or TEST_ENGINE_ID
     return settings.engine.model
+
+
+def engine_serves(settings: Settings) -> dict[str, object]:
+    """What a worker advertises of its engine besides the model id: its family and TP size."""
+    family = "test"
+    if settings.engine.backend != "test":
+        from workers.registry import resolve_spec
+
+        try:
+            family = resolve_spec(settings.engine.model, settings.engine.model_family).family
+        except ConfigError:
+            family = ""  # the engine start says why; the heartbeat must not
+    return {"family": family, "tensor_parallel_size": settings.engine.tensor_parallel_size}
 
 
 def create_engine(settings: Settings) -> Engine:
