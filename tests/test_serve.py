@@ -300,3 +300,23 @@ def test_a_job_over_http_finishes_its_records_match_producer_results_and_metrics
 
     cancelled = api.delete(f"/v1/jobs/{job_id}")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+
+
+def test_a_job_over_http_may_select_its_stages_and_one_without_classify_is_refused(
+    settings, start_worker, serve, tmp_path
+):
+    folder = tmp_path / "allowed" / "batch"
+    make_good_images(folder, 8)
+    start_worker()
+    server = serve(VLMQ_SERVE__JOB_ROOTS=json.dumps([str(tmp_path / "allowed")]))
+    api = httpx.Client(base_url=server.url, timeout=30)
+    refused = api.post("/v1/jobs", json={"folder": str(folder), "stages": ["score"]})
+    assert refused.status_code in (400, 422) and "starts with classify" in refused.text, refused.text
+    created = api.post("/v1/jobs", json={"folder": str(folder), "stages": ["classify"]})
+    assert created.status_code == 202, created.text
+    job_id = created.json()["id"]
+    wait_for(lambda: api.get(f"/v1/jobs/{job_id}").json().get("finished_at"))
+    records = api.get(f"/v1/jobs/{job_id}/records").json()["data"]
+    assert len(records) == 8
+    for r in records:
+        assert r["classification"] and not r["scores"] and r["skipped"]["score"] == "stage not selected", r

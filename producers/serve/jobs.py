@@ -23,7 +23,6 @@ from typing import Any
 
 from anyio import to_thread
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
 
 from app.heartbeat import live_models
 from app.store import JobStore
@@ -31,23 +30,12 @@ from config.settings import Settings
 from producers.api import Job
 from producers.serve.downloads import download_all
 from producers.serve.errors import ApiError
+from producers.serve.job_request import JobRequest
 from producers.submit import Submitter, new_job_id
 from workers.engine import TEST_ENGINE_ID, engine_model_id
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-
-
-class JobRequest(BaseModel):
-    folder: str | None = None
-    urls: list[str] | None = Field(None, min_length=1)
-    recursive: bool = True
-    model: str | None = None  # default: the service's configured model
-    batch_size: int | None = Field(None, ge=1, le=1024)
-    use_cache: bool | None = None
-    score_threshold: float | None = None
-    categories_to_score: list[str] | None = None
-    categories_to_summarize: list[str] | None = None
 
 
 class JobRunner:
@@ -76,6 +64,7 @@ class JobRunner:
         return self.settings.with_overrides(
             batch_size=req.batch_size,
             use_cache=req.use_cache,
+            stages=req.stages,
             **overrides,
             conditions={
                 "score_threshold": req.score_threshold,
