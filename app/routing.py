@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import redis
 
 from app import keys
-from app.heartbeat import live_models, live_workers
+from app.heartbeat import live_workers
 
 PRIORITY_STEPS = list(range(10))  # the transport's priority levels (app.factory configures kombu with them)
 
@@ -63,12 +63,6 @@ def least_loaded(r: redis.Redis, queues: Sequence[str]) -> str:
     return min(queues, key=lambda q: waiting[q])  # ties: the first, in the caller's (rotating) order
 
 
-def queue_for_model(r: redis.Redis, model: str) -> str | None:
-    """The live queue serving `model` with the least work waiting; None when no live worker serves it."""
-    queues = sorted({q for w in live_models(r).get(model, []) for q in w["queues"]})
-    return least_loaded(r, queues) if queues else None
-
-
 def model_queues(
     r: redis.Redis, model: str, workers: list[dict] | None = None, among: Sequence[str] | None = None
 ) -> list[str]:
@@ -81,6 +75,13 @@ def model_queues(
         for q in w["queues"]:
             models.setdefault(q, set()).add(w.get("model") or "")
     return sorted(q for q, s in models.items() if s == {model} and q not in cpu and (among is None or q in among))
+
+
+def queue_for_model(r: redis.Redis, model: str) -> str | None:
+    """The least-loaded live queue served only by workers of `model` (the HTTP service's chat
+    requests); None when there is none."""
+    queues = model_queues(r, model)
+    return least_loaded(r, queues) if queues else None
 
 
 def parking_queue(model: str) -> str:
