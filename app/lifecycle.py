@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import redis
 from celery import signals
 
 from app import keys, logs
@@ -17,6 +18,7 @@ from app.celery import app, settings
 from app.heartbeat import Heartbeat
 from app.poison import forget_running
 from app.pool import exit_now, on_exit, on_hand_back
+from app.routing import move_queue, parking_queue
 from app.runtime import process_runtime
 from workers.engine import engine_model_id, engine_serves
 from workers.orphans import stop_orphaned_engines
@@ -55,6 +57,20 @@ def _start_heartbeat(sender=None, **_):
         serves=engine_serves(settings),
     ).start()
     rt.on_engine_state = _heartbeat.nudge_if_engine_changed
+    _unpark(rt.store.r, engine_model_id(settings), queues)
+
+
+def _unpark(r, model: str, queues: list[str]) -> None:
+    """Batches parked for this worker's model (sent while no worker served it) come to its queue now,
+    without waiting for a producer's rebalancer (a plain `submit` runs none)."""
+    if not queues:
+        return
+    try:
+        moved = move_queue(r, parking_queue(model), queues[0])
+    except redis.RedisError:
+        return  # Redis restarting: a rebalancer (`submit --wait`, `Job.wait`) moves them later
+    if moved:
+        log.info("parked batches of this worker's model moved to its queue", extra={"batches": moved})
 
 
 @signals.worker_shutting_down.connect

@@ -150,3 +150,18 @@ def test_two_tiny_vllm_models_in_one_fleet_each_answer_only_the_job_that_names_t
         records = list(job.records())
         assert len(records) == 8 and {r.model for r in records} == {str(models[label])}
         assert {r.worker for r in records} == {workers[label].name}
+
+
+def test_batches_parked_for_a_model_go_to_the_first_worker_of_that_model_without_a_rebalancer(
+    settings, start_worker, store, image_dir
+):
+    make_good_images(image_dir, 16)
+    qa = queue_name("a")
+    start_worker(queue=qa, VLMQ_ENGINE__TEST_MODEL_ID="model-a")  # the only live worker: another model
+    wait_until(lambda: "model-a" in live_models(store.r), what="model-a live")
+    job = submit(image_dir, for_model(settings, "model-p", [qa]).with_overrides(batch_size=4))
+    assert sum(pending(store.r, [parking_queue("model-p")]).values()) == 4  # no worker of model-p yet
+    start_worker(queue=queue_name("p"), VLMQ_ENGINE__TEST_MODEL_ID="model-p")
+    # progress() only reads: nobody runs a rebalancer, the starting worker takes the parked batches
+    assert wait_until(lambda: job.progress().finished, timeout=60, what="job finished")
+    assert {r.model for r in job.records()} == {"model-p"}
