@@ -26,7 +26,7 @@ from app.factory import create_app
 from app.heartbeat import live_workers
 from app.progress import JobProgress
 from app.results import ResultsDataset
-from app.routing import Rebalancer
+from app.routing import Rebalancer, parking_queue
 from app.schemas import ImageRecord
 from app.store import JobStore
 from config.errors import JobStateError, PipelineError
@@ -168,7 +168,8 @@ class Job:
         ]
         if pending:
             self.celery.control.revoke(pending)
-        return self.store.purge_queued(spec.queues if spec else [], self.id)
+        queues = [*spec.queues, parking_queue(spec.model)] if spec else []  # parked batches too
+        return self.store.purge_queued(queues, self.id)
 
 
 def submit(

@@ -165,3 +165,14 @@ def test_batches_parked_for_a_model_go_to_the_first_worker_of_that_model_without
     # progress() only reads: nobody runs a rebalancer, the starting worker takes the parked batches
     assert wait_until(lambda: job.progress().finished, timeout=60, what="job finished")
     assert {r.model for r in job.records()} == {"model-p"}
+
+
+def test_cancelling_a_job_removes_its_parked_batches_too(settings, start_worker, store, image_dir):
+    make_good_images(image_dir, 8)
+    qa = queue_name("a")
+    start_worker(queue=qa, VLMQ_ENGINE__TEST_MODEL_ID="model-a")
+    wait_until(lambda: "model-a" in live_models(store.r), what="model-a live")
+    job = submit(image_dir, for_model(settings, "model-q", [qa]).with_overrides(batch_size=4))
+    assert sum(pending(store.r, [parking_queue("model-q")]).values()) == 2
+    assert job.cancel() == 2
+    assert sum(pending(store.r, [parking_queue("model-q")]).values()) == 0
