@@ -244,6 +244,10 @@ def test_one_poison_image_in_a_batch_of_32_is_dead_lettered_alone_and_can_be_req
         assert time.monotonic() < deadline, "the requeued image was never delivered"
         time.sleep(0.5)
     print(f"[requeue] {letter.id} went out as {batch_id} and came back: {store.dead_letters(job.id)[0].reason}")
+    # the dead letter is written during the stage, the record when the requeued batch finishes
+    while not any(r.batch_id == batch_id for r in job.records()):
+        assert time.monotonic() < deadline, "the requeued batch never finished"
+        time.sleep(0.5)
     assert account(job, names, "after the requeue") == {"done": 31, "failed": 1}
 
 
