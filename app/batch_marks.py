@@ -89,6 +89,16 @@ class BatchMarks:
         sent_bits, sent_set, done_bits, done_set = replies
         return sent_bits + sent_set, done_bits + done_set
 
+    def room_standing(self, job_id: str) -> tuple[int, bool]:
+        """Batches in flight and whether the job is cancelled, in one round trip (a producer asks
+        before every batch it ships)."""
+        pipe = self.r.pipeline(transaction=False)
+        self.batch_counts(job_id, pipe)
+        pipe.hget(self.key(job_id), "status")
+        *counts, status = pipe.execute()
+        sent, done = self.batch_totals(counts)
+        return sent - done, status == b"cancelled"
+
     def batches_in_flight(self, job_id: str) -> int:
         pipe = self.r.pipeline(transaction=False)  # reads: a full Redis refuses every MULTI
         self.batch_counts(job_id, pipe)

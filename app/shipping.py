@@ -233,15 +233,15 @@ class Shipper:
 
     def wait_for_room(self) -> bool:
         """Block while too many batches are in flight; False once the job is cancelled."""
-        job_id, checked = self.spec.job_id, time.monotonic()
-        while self.store.batches_in_flight(job_id) >= self.settings.max_inflight_batches:
-            if self.store.is_cancelled(job_id):
-                return False
+        checked = time.monotonic()
+        while True:
+            in_flight, cancelled = self.store.room_standing(self.spec.job_id)
+            if cancelled or in_flight < self.settings.max_inflight_batches:
+                return not cancelled
             if time.monotonic() - checked > 1:  # workers may be waiting for a full Redis: say so
                 redis_full.check(self.store.r)
                 checked = time.monotonic()
             time.sleep(0.02)
-        return not self.store.is_cancelled(job_id)
 
 
 def write_failure(
