@@ -12,7 +12,8 @@ from pydantic import BaseModel, Field
 from app.schemas import Stage
 from config.prompts import PromptSet
 from config.sampling import Sampling
-from config.settings import STAGES, Settings, resolve_location
+from config.settings import Settings, resolve_location
+from config.stages import STAGES
 from workers.engine import engine_model_id
 
 

@@ -28,10 +28,10 @@ from pydantic_settings import (
 from config.groups import Conditions, EngineSettings, ImageSettings, RedisSettings
 from config.sampling import Sampling
 from config.serve import ServeSettings
+from config.stages import STAGES
 
 PACKAGE_PROMPT_DIR = Path(__file__).parent / "prompts"
 ENV_PREFIX = "VLMQ_"
-STAGES = ("classify", "score", "summarize")  # the pipeline's order (app.schemas.Stage)
 
 
 def config_file_candidates(component: str = "vlmq") -> list[Path]:

@@ -8,7 +8,8 @@ import click
 from rich.console import Console
 
 from config.errors import PipelineError
-from config.settings import STAGES, Settings, load_settings
+from config.settings import Settings, load_settings
+from config.stages import STAGES, new_job_stages_refusal
 
 console = Console(stderr=True)
 
@@ -78,13 +79,8 @@ def parse_stages(ctx, param, value: str | None) -> list[str] | None:
 
 
 def check_first_stage(stages: list[str] | None) -> None:
-    """A new job has no earlier outputs: the stages it runs start with classify."""
-    if stages and "classify" not in stages:
-        raise click.BadParameter(
-            "a new job starts with classify; to run later stages over an earlier job's classification, "
-            "use `producer rerun JOB --stages ...`",
-            param_hint="--stages",
-        )
+    if why := new_job_stages_refusal(stages):
+        raise click.BadParameter(why, param_hint="--stages")
 
 
 STAGES_HELP = f"Comma-separated stages to run, of {','.join(STAGES)} (default: all)."

@@ -15,6 +15,7 @@ from app.heartbeat import live_models
 from app.routing import parking_queue, pending
 from producers.api import Job, submit
 from tests.images import make_good_images
+from tests.test_tiny_families import ENGINE_ENV
 from workers.tiny_model import build_tiny_model
 
 
@@ -116,15 +117,6 @@ def test_a_worker_hands_back_a_batch_of_another_model_and_it_finishes_on_a_worke
     assert {r.model for r in records} == {"model-b"} and {r.worker for r in records} == {worker_b.name}
 
 
-VLLM_ENV = dict(
-    VLMQ_ENGINE__BACKEND="vllm",
-    VLMQ_ENGINE__DTYPE="float32",
-    VLMQ_ENGINE__ENFORCE_EAGER="true",
-    VLMQ_ENGINE__MAX_MODEL_LEN="1024",
-    VLLM_CPU_KVCACHE_SPACE="1",
-)
-
-
 @pytest.mark.engine
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed: bash install.sh")
 def test_two_tiny_vllm_models_in_one_fleet_each_answer_only_the_job_that_names_them(
@@ -134,7 +126,7 @@ def test_two_tiny_vllm_models_in_one_fleet_each_answer_only_the_job_that_names_t
     queues = {label: queue_name(label) for label in models}
     make_good_images(image_dir, 8, size=(320, 240))
     workers = {
-        label: start_worker(queue=queues[label], timeout=180, VLMQ_ENGINE__MODEL=str(path), **VLLM_ENV)
+        label: start_worker(queue=queues[label], timeout=180, VLMQ_ENGINE__MODEL=str(path), **ENGINE_ENV)
         for label, path in models.items()
     }
     wait_until(lambda: {str(p) for p in models.values()} <= set(live_models(store.r)), what="both models live")

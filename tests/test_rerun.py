@@ -3,10 +3,8 @@ of its failed images (real Redis, real workers, the test engine)."""
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,19 +13,9 @@ from producers.api import Job, rerun, resume, submit
 from producers.rerun import resubmit
 from producers.submit import Submitter
 from tests.images import make_good_images
+from tests.test_cli_ux import cli
 
 PACKAGE_PROMPTS = Path(__file__).resolve().parent.parent / "config" / "prompts"
-
-
-def cli(settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "VLMQ_ENGINE__BACKEND": "test", "VLMQ_QUEUES": json.dumps(settings.queues)}
-    return subprocess.run(
-        [sys.executable, "-m", "producers.cli", "--broker-url", settings.redis.url, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def job_id_of(done: subprocess.CompletedProcess) -> str:

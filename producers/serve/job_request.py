@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from config.stages import new_job_stages_refusal
+
 
 class JobRequest(BaseModel):
     folder: str | None = None
@@ -22,6 +24,6 @@ class JobRequest(BaseModel):
     @field_validator("stages")
     @classmethod
     def _starts_with_classify(cls, value: list[str] | None) -> list[str] | None:
-        if value and "classify" not in value:  # a new job has no earlier outputs to go on from
-            raise ValueError("a new job starts with classify; later stages alone are `producer rerun JOB --stages …`")
+        if why := new_job_stages_refusal(value):
+            raise ValueError(why)
         return value
