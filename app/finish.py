@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from celery.exceptions import Ignore
 
@@ -33,6 +33,13 @@ def _own_refs(batch: BatchState, shared_dir: Path | None) -> list[ItemState]:
     ]
 
 
+def ignore_duplicate(batch: BatchState) -> NoReturn:
+    """A delivery of a batch that has finished already (its ack lost to a kill or a Redis restart):
+    no work, no state stored, the chain goes no further; the first finish's records stand."""
+    log.info("batch already finished: duplicate delivery ignored", extra={"batch_id": batch.batch_id})
+    raise Ignore()
+
+
 def finish(
     rt: WorkerRuntime, batch: BatchState, worker: str | None, result_id: str | None = None
 ) -> list[dict[str, Any]] | dict[str, Any]:
@@ -42,10 +49,9 @@ def finish(
     Returns what AsyncResult polling sees: the records while they wait in Redis, else where they are."""
     settings = rt.settings
     if rt.store.is_batch_done(batch.job_id, batch.batch_id):  # a duplicate finished first meanwhile
-        log.info("batch already finished: duplicate delivery ignored", extra={"batch_id": batch.batch_id})
-        raise Ignore()  # its records, counters and result stay those of the first finish
+        ignore_duplicate(batch)
     spec = rt.spec(batch.job_id)
-    model = engine_model_id(rt.settings)  # the worker's own model, which may differ from the job's wish
+    model = engine_model_id(settings)  # the worker's own model, which may differ from the job's wish
     records = []
     for item in batch.items:
         base = ImageRecord.from_item(item, item.ref.names[0], batch.job_id, batch.batch_id, model, worker)

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from app import keys, refs
 from app.celery import app
 from app.chat import serve_batch
-from app.finish import BROKER_RETRIES, finish
+from app.finish import BROKER_RETRIES, finish, ignore_duplicate
 from app.poison import isolate
 from app.routing import route_for_model
 from app.runtime import RuntimeTask, WorkerRuntime
@@ -51,9 +51,8 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     if standing == "cancelled":
         batch.fail_remaining(stage, "job cancelled")
         return batch
-    if standing == "finished":  # a duplicate delivery (its ack lost to a kill or a Redis restart)
-        log.info("batch already finished: duplicate delivery ignored", extra={"batch_id": batch.batch_id})
-        raise Ignore()  # no work, no state stored, the chain goes no further
+    if standing == "finished":
+        ignore_duplicate(batch)
     hand_back_if_foreign(task, batch)
     refuse_foreign_refs(batch, stage, settings.shared_dir)
     ids = {"job_id": batch.job_id, "batch_id": batch.batch_id, "stage": stage}
