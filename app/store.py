@@ -64,8 +64,8 @@ class JobStore(JobMeta, Duplicates, Blobs, RecordWindow, BatchMarks, ProgressRea
             self.index_records(fingerprint, f"{job_id}/{written}", records, pipe)
         if blob_keys:
             pipe.delete(*blob_keys)
-        for key in attempt_keys:  # the chain's delivery counters: done, so kept only a little longer
-            pipe.expire(key, 30)
+        if attempt_keys:  # the chain's delivery counters: done with (a later duplicate is ignored)
+            pipe.delete(*attempt_keys)
         if result_id:  # the chain's stored result, for a collector to free (app.collect)
             pipe.sadd(self.key(job_id, "results"), result_id)
             pipe.expire(self.key(job_id, "results"), self.ttl)
