@@ -46,7 +46,7 @@ def set_bits(raw: bytes | None) -> list[int]:
 
 
 class BatchMarks:
-    """Mixed into app.store.JobStore: `self.r`, `self.ttl`, `self.key`, `self._script` come from there."""
+    """Mixed into app.store.JobStore: `self.r`, `self.ttl`, `self.key` come from there."""
 
     r: Any
     ttl: int
@@ -68,7 +68,7 @@ class BatchMarks:
         for name, value in counts.items():
             args += [name, value]
         keys = [self.key(job_id, "done"), self.key(job_id, "done-bits"), self.key(job_id, "counts")]
-        self._script("mark_done", MARK_DONE)(keys=keys, args=args, client=pipe or self.r)
+        (pipe or self.r).eval(MARK_DONE, len(keys), *keys, *args)  # EVAL: see RecordWindow._script
 
     def is_batch_done(self, job_id: str, batch_id: str, pipe: Any = None) -> Any:
         """Whether the batch is marked done (queued on `pipe` when one is given)."""

@@ -35,7 +35,7 @@ def collect(store: JobStore, dataset: ResultsDataset, job_id: str, fingerprint: 
     taking = store.key(job_id, "collecting")
     unfinished = sorted(p.decode() for p in store.r.smembers(taking))
     part = f"c-{uuid.uuid4().hex[:12]}"
-    take = store._script("take", _TAKE)
+    take = store._script(_TAKE)
     if take(
         keys=[store.key(job_id, "records"), store.key(job_id, f"collecting:{part}"), taking], args=[part, store.ttl]
     ):

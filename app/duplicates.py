@@ -61,13 +61,6 @@ class Duplicates:
         self.r.sadd(key, name)
         self.r.expire(key, self.ttl)
 
-    def aliases(self, job_id: str, shas: Sequence[str]) -> dict[str, list[str]]:
-        """Alias names by sha256, for the shas that have any (one round trip)."""
-        pipe = self.r.pipeline(transaction=False)
-        for sha in shas:
-            pipe.smembers(self.key(job_id, f"alias:{sha}"))
-        return {sha: sorted(m.decode() for m in found) for sha, found in zip(shas, pipe.execute()) if found}
-
     def add_alias_source(self, job_id: str, name: str, source: str) -> None:
         """name → source of a duplicate copy (its record is written from the original's)."""
         self.r.hset(self.key(job_id, "alias-sources"), name, source)

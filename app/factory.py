@@ -72,8 +72,11 @@ def create_app(settings: Settings) -> Celery:
         # One thread: the main thread answers pings and signals during a batch (app.pool).
         worker_pool=WORKER_POOL,
         worker_concurrency=1,
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events off, Celery's own default: they were a third of a worker's Redis round trips
+        # per batch, for monitors only. Flower turns them on in every worker while it runs (its
+        # --enable_events, on by default, every 5 s); `celery worker -E` turns them on for good.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         # No STARTED state in the result backend: nothing reads it (Flower sees task-started events),
         # and it cost the last link a result write per batch.
         task_track_started=False,

@@ -59,7 +59,7 @@ def finish(
     written = _write_part(rt, spec, batch, records)
     own = _own_refs(batch, settings.shared_dir)
     blob_keys = [i.ref.blob for i in own if JobStore.is_blob_key(i.ref.blob)]
-    rt.store.finish_batch(
+    accounted, aliases = rt.store.finish_batch(
         batch.job_id,
         batch.batch_id,
         records,
@@ -72,15 +72,18 @@ def finish(
             for t in chain_task_ids(batch.batch_id)
             for n in range(max(settings.engine.stage_retries, BROKER_RETRIES) + 1)
         ],
+        batch.link_stats,
+        [i.ref.sha256 for i in batch.items],
     )
     rt.forget_images([i.ref.blob for i in batch.items])
     for item in own:  # prepared files on a shared folder: done with them too
         if not JobStore.is_blob_key(item.ref.blob):
             refs.remove_shared(item.ref.blob, item.ref.sha256, batch.job_id, settings.shared_dir)
-    aliased = _alias_records(batch, records, rt.store)
+    aliased = _alias_records(batch, records, aliases, rt.store)
     if aliased:
         rt.store.write_records(aliased)
-    if rt.store.mark_finished_if_complete(batch.job_id):
+        accounted = rt.store.accounted(batch.job_id)  # with the copies' records
+    if rt.store.mark_finished_if_complete(batch.job_id, accounted):
         drop_in_flight_if_collected(rt.store, batch.job_id)
     failed = sum(r.error is not None for r in records)
     log.info(
@@ -120,9 +123,11 @@ def _write_part(rt: WorkerRuntime, spec: JobSpec, batch: BatchState, records: li
     return batch.batch_id
 
 
-def _alias_records(batch: BatchState, records: list[ImageRecord], store: JobStore) -> list[ImageRecord]:
+def _alias_records(
+    batch: BatchState, records: list[ImageRecord], aliases: dict[str, list[str]], store: JobStore
+) -> list[ImageRecord]:
+    """One record per extra copy of the batch's images (`aliases`: names by sha256)."""
     by_sha = {r.sha256: r for r in records}
-    aliases = store.aliases(batch.job_id, [i.ref.sha256 for i in batch.items])
     sources = store.alias_sources(batch.job_id, [n for names in aliases.values() for n in names])
     return [
         by_sha[sha].model_copy(update={"image": name, "source": sources.get(name)})

@@ -73,11 +73,15 @@ class RecordWindow:
     def key(job_id: str, part: str = "") -> str:
         return keys.job(job_id, part)
 
-    def _script(self, name: str, body: str) -> Any:
-        scripts = self.__dict__.setdefault("_scripts", {})
-        if name not in scripts:
-            scripts[name] = self.r.register_script(body)
-        return scripts[name]
+    def _script(self, body: str) -> Any:
+        """A Lua script as a callable. Run with EVAL, not as a registered script: in a pipeline,
+        redis-py asks SCRIPT EXISTS before each execute, a round trip per batch; Redis caches the
+        compiled script by its digest either way, and a restarted Redis needs no reload."""
+
+        def run(keys: Sequence[str] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
+            return (client or self.r).eval(body, len(keys), *keys, *args)
+
+        return run
 
     # --- staging ---------------------------------------------------------------------------
     def write_records(self, records: Iterable[ImageRecord], pipe: Any = None) -> None:
@@ -86,7 +90,7 @@ class RecordWindow:
         for rec in records:
             by_job.setdefault(rec.job_id, []).extend([rec.image, rec.model_dump_json(), rec.outcome, rec.worker or "-"])
         for job_id, args in by_job.items():
-            self._script("stage", _STAGE)(
+            self._script(_STAGE)(
                 keys=[self.key(job_id, "records"), self.key(job_id, "counts"), self.key(job_id, "named")],
                 args=[self.ttl, *args],
                 client=pipe or self.r,
@@ -128,7 +132,7 @@ class RecordWindow:
         shas = sorted({r.sha256 for r in records if r.error is None and r.sha256 and not r.cached})
         if fingerprint and shas:
             key = self.record_index_key(fingerprint)
-            self._script("index", _INDEX)(
+            self._script(_INDEX)(
                 keys=[key, key + ":parts"], args=[CACHE_TTL_S, part, *map(sha_field, shas)], client=pipe or self.r
             )
 

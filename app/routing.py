@@ -59,6 +59,8 @@ def pending(r: redis.Redis, queues: Sequence[str]) -> dict[str, int]:
 
 
 def least_loaded(r: redis.Redis, queues: Sequence[str]) -> str:
+    if len(queues) == 1:  # nothing to compare: no round trip
+        return queues[0]
     waiting = pending(r, queues)
     return min(queues, key=lambda q: waiting[q])  # ties: the first, in the caller's (rotating) order
 

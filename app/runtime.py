@@ -125,6 +125,23 @@ class WorkerRuntime:
                 self._remember(item.ref.blob, data)
         return found
 
+    def blobs_to_fetch(self, items: Sequence[ItemState], job_id: str) -> list[str]:
+        """This job's Redis blob keys of `items` not held here yet (a link reads them with its first
+        look at Redis, app.store.begin_delivery); a reference the job did not issue is never read."""
+        shared = self.settings.shared_dir
+        return [
+            i.ref.blob
+            for i in items
+            if JobStore.is_blob_key(i.ref.blob)
+            and i.ref.blob not in self._images
+            and not refs.refusal(i.ref.blob, i.ref.sha256, job_id, shared)
+        ]
+
+    def keep_blobs(self, blob_keys: Sequence[str], blobs: Sequence[bytes | None]) -> None:
+        for key, data in zip(blob_keys, blobs):
+            if data is not None:
+                self._remember(key, data)
+
     def _remember(self, key: str, data: bytes) -> None:
         self._images[key] = data
         while len(self._images) > self._image_cache_size:

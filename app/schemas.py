@@ -64,12 +64,21 @@ class ItemState(BaseModel):
         self.error, self.error_stage = reason, stage
 
 
+class LinkStats(BaseModel):
+    """One chain link's engine counters, carried to the batch's end and written there with the rest."""
+
+    worker: str
+    stage: Stage
+    counters: dict[str, float] = {}
+
+
 class BatchState(BaseModel):
     """The value passed from one chain step to the next."""
 
     job_id: str
     batch_id: str
     items: list[ItemState]
+    link_stats: list[LinkStats] = []
 
     def fail_remaining(self, stage: str, reason: str) -> None:
         """Give every item not already failed this error (the batch as a whole cannot go on)."""

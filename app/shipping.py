@@ -15,12 +15,12 @@ from pathlib import Path
 
 from celery import Celery
 
-from app import redis_full
 from app.claims import Claims, RedisClaims
 from app.decode import Prepared
 from app.job_spec import JobSpec
 from app.pipeline import batch_chain, chain_task_ids
 from app.results import ResultsDataset
+from app.room import Room
 from app.routing import least_loaded, model_queues, route_for_model
 from app.schemas import BatchState, ImageRecord, ImageRef, ItemState
 from app.store import JobStore
@@ -61,7 +61,9 @@ class Shipper:
         self.explicit_queues = list(queues) if queues else None  # else those live workers serve now
         self.queues = model_queues(self.store.r, self.spec.model, among=self.explicit_queues)
         self._queues_checked = time.monotonic()
+        self._fallback: str | None = None  # where batches go while no live worker serves the model
         self._next_queue = 0
+        self.room = Room(store, spec.job_id, settings.max_inflight_batches)
         self._data: dict[str, bytes] = {}  # prepared bytes of items resolved but not yet shipped
         self.dataset = ResultsDataset(spec.results) if spec.results else None
         self._hits: OrderedDict[str, ImageRecord] = OrderedDict()  # recent cache hits, for their duplicates
@@ -180,7 +182,7 @@ class Shipper:
         job_id = self.spec.job_id
         if not items:
             return False
-        if not (reserve(batch_id) if reserve else self.wait_for_room()):
+        if not (reserve(batch_id) if reserve else self.room.wait()):
             for item in items:
                 self._data.pop(item.ref.sha256, None)
             return False
@@ -210,12 +212,12 @@ class Shipper:
         )
         if time.monotonic() - self._queues_checked > 5:
             self.queues, self._queues_checked = model_queues(r, model, among=self.explicit_queues), time.monotonic()
+            self._fallback = None
         n, self._next_queue = self._next_queue % max(1, len(self.queues)), self._next_queue + 1
-        queue = (  # else none served the job's model a moment ago: look again, or a queue to wait on
-            least_loaded(r, self.queues[n:] + self.queues[:n])
-            if self.queues
-            else route_for_model(r, model, named, among=self.explicit_queues)
-        )
+        if self.queues:
+            queue = least_loaded(r, self.queues[n:] + self.queues[:n])
+        else:  # none served the job's model a moment ago: a queue to wait on, until the next look
+            queue = self._fallback = self._fallback or route_for_model(r, model, named, among=self.explicit_queues)
         if queue not in self.spec.queues:  # remembered, so Job.wait can rebalance it later
             self.spec.queues.append(queue)
             self.store.set_fields(self.spec.job_id, spec=self.spec.model_dump_json())
@@ -230,18 +232,6 @@ class Shipper:
             path.write_bytes(data)
             paths[sha] = str(path)
         return paths
-
-    def wait_for_room(self) -> bool:
-        """Block while too many batches are in flight; False once the job is cancelled."""
-        checked = time.monotonic()
-        while True:
-            in_flight, cancelled = self.store.room_standing(self.spec.job_id)
-            if cancelled or in_flight < self.settings.max_inflight_batches:
-                return not cancelled
-            if time.monotonic() - checked > 1:  # workers may be waiting for a full Redis: say so
-                redis_full.check(self.store.r)
-                checked = time.monotonic()
-            time.sleep(0.02)
 
 
 def write_failure(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 
@@ -23,7 +24,7 @@ from app.job_meta import JobMeta
 from app.progress import ProgressReads
 from app.record_window import RecordWindow, count_fields
 from app.redis_client import redis_client
-from app.schemas import ImageRecord
+from app.schemas import ImageRecord, LinkStats
 from app.worker_stats import WorkerStats
 from config.settings import Settings
 
@@ -51,8 +52,13 @@ class JobStore(JobMeta, Duplicates, Blobs, RecordWindow, BatchMarks, ProgressRea
         written: str | None,
         result_id: str | None = None,
         attempt_keys: Sequence[str] = (),
-    ) -> None:
-        """A batch's records are in: counters, the cache index and blob deletion in one transaction.
+        link_stats: Sequence[LinkStats] = (),
+        shas: Sequence[str] = (),
+    ) -> tuple[tuple[int | None, int], dict[str, list[str]]]:
+        """A batch's records are in: counters, the cache index, its links' engine counters and blob
+        deletion in one transaction, which then reads the job's total and accounted images, and the
+        alias names of `shas` (copies a producer added before the batch was marked done: one added
+        after it sees the mark and writes its record itself).
 
         `written` is the dataset part that holds them; None: they wait in the staging window."""
         pipe = self.r.pipeline(transaction=True)
@@ -69,30 +75,50 @@ class JobStore(JobMeta, Duplicates, Blobs, RecordWindow, BatchMarks, ProgressRea
         if result_id:  # the chain's stored result, for a collector to free (app.collect)
             pipe.sadd(self.key(job_id, "results"), result_id)
             pipe.expire(self.key(job_id, "results"), self.ttl)
-        pipe.execute()
+        for link in link_stats:
+            self.add_worker_stats(link.worker, link.stage, link.counters, pipe)
+        self._accounted(job_id, pipe)
+        for sha in shas:
+            pipe.smembers(self.key(job_id, f"alias:{sha}"))
+        replies = pipe.execute()[-2 - len(shas) :]
+        aliases = {sha: sorted(m.decode() for m in names) for sha, names in zip(shas, replies[2:]) if names}
+        return self._accounted_from(*replies[:2]), aliases
 
-    def begin_delivery(self, job_id: str, batch_id: str, attempts_key: str, ttl_s: int) -> tuple[str, int]:
+    def begin_delivery(
+        self, job_id: str, batch_id: str, attempts_key: str, ttl_s: int, blob_keys: Sequence[str] = ()
+    ) -> tuple[str, int, list[bytes | None]]:
         """What a chain link learns before any work, in one round trip: the batch's standing
-        ("cancelled", "finished": a duplicate delivery of a batch already done, or "running") and
-        this delivery's number (its counter at `attempts_key`, incremented)."""
+        ("cancelled", "finished": a duplicate delivery of a batch already done, or "running"),
+        this delivery's number (its counter at `attempts_key`, incremented) and the blobs asked for."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(self.key(job_id), "status")
         self.is_batch_done(job_id, batch_id, pipe)
         pipe.incr(attempts_key)
         pipe.expire(attempts_key, ttl_s)
-        status, done, attempt, _ = pipe.execute()
-        return ("cancelled" if status == b"cancelled" else "finished" if done else "running"), int(attempt)
+        if blob_keys:
+            pipe.mget(blob_keys)
+        status, done, attempt, _, *blobs = pipe.execute()
+        standing = "cancelled" if status == b"cancelled" else "finished" if done else "running"
+        return standing, int(attempt), blobs[0] if blobs else []
 
-    def accounted(self, job_id: str) -> tuple[int | None, int]:
-        pipe = self.r.pipeline(transaction=False)
+    def _accounted(self, job_id: str, pipe: Any) -> None:
         pipe.hget(self.key(job_id), "total")
         pipe.hmget(self.key(job_id, "counts"), ["done", "cached", "failed"])
-        total, counts = pipe.execute()
+
+    @staticmethod
+    def _accounted_from(total: bytes | None, counts: list[bytes | None]) -> tuple[int | None, int]:
         return (int(total) if total is not None else None), sum(int(c) for c in counts if c is not None)
 
-    def mark_finished_if_complete(self, job_id: str) -> bool:
-        total, accounted = self.accounted(job_id)
-        if total is None or accounted < total:
+    def accounted(self, job_id: str) -> tuple[int | None, int]:
+        """The job's total (None until its submission is complete) and the images accounted for."""
+        pipe = self.r.pipeline(transaction=False)
+        self._accounted(job_id, pipe)
+        return self._accounted_from(*pipe.execute())
+
+    def mark_finished_if_complete(self, job_id: str, accounted: tuple[int | None, int] | None = None) -> bool:
+        """Mark the job finished once every image is accounted for (`accounted`: as just read)."""
+        total, done = accounted or self.accounted(job_id)
+        if total is None or done < total:
             return False
         self.r.hsetnx(self.key(job_id), "finished_at", time.time())
         return True

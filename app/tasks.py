@@ -18,7 +18,7 @@ from app.finish import BROKER_RETRIES, finish, ignore_duplicate
 from app.poison import isolate
 from app.routing import route_for_model
 from app.runtime import RuntimeTask, WorkerRuntime
-from app.schemas import BatchState, DeadLetter, ItemState, Stage
+from app.schemas import BatchState, DeadLetter, ItemState, LinkStats, Stage
 from app.stages import StageContext, run_stage
 from config.errors import BrokerUnavailableError, PermanentError
 from workers.engine import engine_model_id
@@ -47,7 +47,11 @@ BROKER_ERRORS = (RedisError, OperationalError, BrokerUnavailableError)
 def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     rt, settings = task.runtime, task.settings
     batch = BatchState.model_validate(payload)
-    standing, attempt = rt.store.begin_delivery(batch.job_id, batch.batch_id, task.attempts_key, ATTEMPTS_TTL_S)
+    fetch = rt.blobs_to_fetch(batch.items, batch.job_id)  # the first link's: later ones hold them
+    standing, attempt, blobs = rt.store.begin_delivery(
+        batch.job_id, batch.batch_id, task.attempts_key, ATTEMPTS_TTL_S, fetch
+    )
+    rt.keep_blobs(fetch, blobs)
     if standing == "cancelled":
         batch.fail_remaining(stage, "job cancelled")
         return batch
@@ -74,7 +78,8 @@ def run(task: StageTask, stage: Stage, payload: dict[str, Any]) -> BatchState:
     after = rt.engine_stats()
     delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
     if stage in rt.spec(batch.job_id).stages:  # a stage the job did not select did not run
-        rt.store.add_worker_stats(task.request.hostname or "worker", stage, delta)
+        # written with the batch's records (app.finish): one transaction for the three links
+        batch.link_stats.append(LinkStats(worker=task.request.hostname or "worker", stage=stage, counters=delta))
     return batch
 
 

@@ -6,7 +6,7 @@ Bare chain (the baseline): three no-op tasks per batch on the same Redis with th
 configuration and worker options (bench.bare_app), carrying the same number of image references.
 Plain loop: the same preparation and the same three stage functions, called in one process.
 The full path uses the deterministic test engine (zero model cost), so what it adds is the queue's cost.
-Also counted: Redis round trips per batch (server write events) of the producer and of the worker.
+Also counted: Redis round trips per batch of the producer and of the worker (bench.round_trips).
 
     python -m bench.overhead [--images 5000] [--batch-size 32]
 """
@@ -29,6 +29,7 @@ from app.job_spec import JobSpec
 from app.limits import limits_from
 from app.schemas import BatchState, ImageRef, ItemState
 from app.stages import StageContext, run_stage
+from bench import round_trips
 from bench.common import Timer, image_folder, redis_server, report, workers
 from config.prompts import load_prompt_set
 from config.settings import Settings
@@ -102,24 +103,23 @@ def bare_chain_seconds(settings: Settings, images: int) -> float:
     return t.seconds
 
 
-def writes(url: str) -> int:
-    return int(redis.Redis.from_url(url).info("stats")["total_writes_processed"])
-
-
 def round_trips_per_batch(settings: Settings, folder: Path, images: int) -> tuple[float, float]:
-    """Producer and worker round trips per batch, counted by the server (its write events)."""
+    """Producer and worker Redis round trips per batch, each counted in its own process (bench.round_trips)."""
     batches = -(-images // settings.batch_size)
     settings = settings.with_overrides(max_inflight_batches=batches + 1, queues=["trips"])
-    before = writes(settings.redis.url)
+    sent = round_trips.install()
+    before = sent()
     job = submit(folder, settings)  # no worker yet: only the producer talks to Redis
-    producer = writes(settings.redis.url) - before
+    producer = sent() - before
     idle = settings.with_overrides(queues=["trips-idle"])
-    with workers(idle, 1) as (proc,):  # started on an empty queue: its start-up is not counted
-        time.sleep(1)
-        started = writes(settings.redis.url)
-        job.celery.control.add_consumer("trips", destination=[proc.name], reply=True)
-        job.wait(timeout=600, poll_s=0.5)
-        worker = writes(settings.redis.url) - started
+    with tempfile.TemporaryDirectory() as tmp:
+        count_file = Path(tmp) / "worker-round-trips"
+        with workers(idle, 1, **round_trips.worker_environment(count_file)) as (proc,):
+            time.sleep(1)  # started on an empty queue: its start-up is not counted
+            started = round_trips.read_count(count_file)
+            job.celery.control.add_consumer("trips", destination=[proc.name], reply=True)
+            job.wait(timeout=600, poll_s=0.5)
+            worker = round_trips.read_count(count_file) - started
     return producer / batches, worker / batches
 
 

@@ -64,8 +64,21 @@ def test_flower_shows_both_workers_online_and_the_jobs_tasks_with_readable_argum
     settings, start_worker, image_dir, flower
 ):
     a, b = start_worker(queue="fa"), start_worker(queue="fb")
-    make_good_images(image_dir, 16)
-    job = submit(image_dir, settings.with_overrides(batch_size=4), queues=["fa", "fb"])
+    # Task events are off by default (Celery's default): Flower turns them on in each worker it
+    # finds, every 5 s. Probe jobs run until both workers' tasks show up in Flower.
+    probes = image_dir / "probe"
+    make_good_images(probes, 2)
+    deadline = time.monotonic() + 60
+    while True:
+        probe = submit(probes, settings.with_overrides(batch_size=1, use_cache=False), queues=["fa", "fb"])
+        probe.wait(timeout=60)
+        seen = get(f"{flower}/api/tasks?limit=1000")
+        if sum(tid.startswith(probe.id) for tid in seen) == 6:
+            break
+        assert time.monotonic() < deadline, "Flower never saw a probe job's tasks: task events not enabled"
+        time.sleep(1)
+    make_good_images(image_dir / "job", 16)
+    job = submit(image_dir / "job", settings.with_overrides(batch_size=4), queues=["fa", "fb"])
     job.wait(timeout=60)
     deadline = time.monotonic() + 20
     while True:
