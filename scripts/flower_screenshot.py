@@ -69,7 +69,7 @@ def main() -> None:
                 folder = image_folder(Path(tmp), 400)
                 job = threading.Thread(target=lambda: submit(folder, settings).wait(timeout=300))
                 job.start()
-                time.sleep(6)  # let Flower see tasks come and go
+                time.sleep(11)  # Flower turns task events on within 5 s; then let it see tasks come and go
                 screenshot(f"http://127.0.0.1:{port}/workers", out, Path(tmp) / "chromium")
                 job.join()
         finally:

@@ -88,9 +88,9 @@ def test_a_job_for_a_model_no_live_worker_serves_says_so_while_it_waits_and_fini
             stderr=err_out,
         )
     wait_until(lambda: "no live worker serves model model-b" in err_file.read_text(), what="the reason said")
-    time.sleep(2)
+    parked = parking_queue("model-b")
+    wait_until(lambda: pending(store.r, [parked])[parked] > 0, what="batches waiting on the model's parking queue")
     assert pending(store.r, [qa]) == {qa: 0}  # nothing went to the other model's queue
-    assert pending(store.r, [parking_queue("model-b")])[parking_queue("model-b")] > 0
     worker_b = start_worker(queue=qb, VLMQ_ENGINE__TEST_MODEL_ID="model-b")
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, err_file.read_text()
