@@ -35,7 +35,7 @@ def batch_chain(celery_app: Celery, batch: BatchState, queue: str) -> chain:
         links.append(
             celery_app.signature(
                 name,
-                args=(batch.model_dump(mode="json"),) if first else (),
+                args=(batch.model_dump(mode="json", exclude_defaults=True),) if first else (),
                 priority=PRIORITY[stage],
                 task_id=task_id,
                 argsrepr=label,

@@ -156,6 +156,10 @@ class RuntimeTask(Task):
     """Base class of vlmq's tasks: `self.runtime` is the process's one WorkerRuntime, shared by
     every task class (one engine per worker process, not one per task)."""
 
+    # Celery logs each success with a repr of the return value (a whole batch) cut to this many
+    # characters; building it was a few per cent of a worker's time and nobody reads past an id
+    resultrepr_maxsize = 120
+
     typing = False
     _shared: WorkerRuntime | None = None
 

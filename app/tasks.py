@@ -172,12 +172,12 @@ def refuse_foreign_refs(batch: BatchState, stage: Stage, shared_dir: Path | None
 # travels to the next link inside the message, so the first two need no result in Redis.
 @app.task(bind=True, base=StageTask, name="app.tasks.classify", ignore_result=True)
 def classify(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
-    return run(self, "classify", payload).model_dump(mode="json")
+    return run(self, "classify", payload).model_dump(mode="json", exclude_defaults=True)
 
 
 @app.task(bind=True, base=StageTask, name="app.tasks.score", ignore_result=True)
 def score(self: StageTask, payload: dict[str, Any]) -> dict[str, Any]:
-    return run(self, "score", payload).model_dump(mode="json")
+    return run(self, "score", payload).model_dump(mode="json", exclude_defaults=True)
 
 
 @app.task(bind=True, base=StageTask, name="app.tasks.summarize")

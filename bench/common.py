@@ -8,6 +8,7 @@ import os
 import platform
 import resource
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -107,3 +108,44 @@ def report(name: str, title: str, columns: list[str], rows: list[list[object]], 
         )
     )
     console.print(f"written: {out}")
+
+
+class TreeCpu:
+    """CPU seconds of this process and all its descendants (the pool's forkserver children included),
+    sampled every 50 ms so processes that exit before the end still count (psutil)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.me = psutil.Process()
+        self.seen: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _cpu(self, proc) -> float:
+        t = proc.cpu_times()
+        return t.user + t.system
+
+    def _sample(self) -> None:
+        while not self.stop.is_set():
+            self.snapshot()
+            time.sleep(0.05)
+
+    def snapshot(self) -> None:
+        for child in self.me.children(recursive=True):
+            try:
+                self.seen[child.pid] = max(self.seen.get(child.pid, 0.0), self._cpu(child))
+            except Exception:  # exited between listing and reading
+                pass
+
+    def __enter__(self) -> TreeCpu:
+        self.snapshot()
+        self.before = self._cpu(self.me) + sum(self.seen.values())
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.snapshot()
+        self.stop.set()
+        self.thread.join()
+        self.seconds = self._cpu(self.me) + sum(self.seen.values()) - self.before

@@ -30,7 +30,7 @@ from app.limits import limits_from
 from app.schemas import BatchState, ImageRef, ItemState
 from app.stages import StageContext, run_stage
 from bench import round_trips
-from bench.common import Timer, image_folder, redis_server, report, workers
+from bench.common import Timer, TreeCpu, image_folder, redis_server, report, workers
 from config.prompts import load_prompt_set
 from config.settings import Settings
 from producers.api import submit
@@ -69,8 +69,9 @@ def plain_loop(
     return done
 
 
-def bare_chain_seconds(settings: Settings, images: int) -> float:
-    """Publish one bare chain per batch to a bare worker and wait for every last link's result."""
+def bare_chain_seconds(settings: Settings, images: int) -> tuple[float, float]:
+    """Publish one bare chain per batch to a bare worker and wait for every last link's result:
+    (seconds, CPU seconds of every process)."""
     os.environ["VLMQ_REDIS__URL"] = settings.redis.url  # bench.bare_app reads its settings at import
     from bench.bare_app import app as bare
     from bench.bare_app import bare_chain
@@ -88,7 +89,7 @@ def bare_chain_seconds(settings: Settings, images: int) -> float:
     try:
         worker.wait_ready(bare, 120)
         refs = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(images)]
-        with Timer() as t:
+        with TreeCpu() as cpu, Timer() as t:
             last = [
                 bare_chain({"batch_id": f"bare-{i}", "refs": refs[i : i + settings.batch_size]}, queue).apply_async().id
                 for i in range(0, images, settings.batch_size)
@@ -100,7 +101,7 @@ def bare_chain_seconds(settings: Settings, images: int) -> float:
         assert all(AsyncResult(task_id, app=bare).successful() for task_id in last)
     finally:
         worker.stop()
-    return t.seconds
+    return t.seconds, cpu.seconds
 
 
 def round_trips_per_batch(settings: Settings, folder: Path, images: int) -> tuple[float, float]:
@@ -138,11 +139,11 @@ def main() -> None:
             redis={"url": url},
             engine={"backend": "test"},
         )
-        with Timer() as loop_t:
+        with TreeCpu() as loop_cpu, Timer() as loop_t:
             loop_done = plain_loop(settings, folder)
-        bare_s = bare_chain_seconds(settings, args.images)
+        bare_s, bare_cpu = bare_chain_seconds(settings, args.images)
         with workers(settings, 1):
-            with Timer() as full_t:
+            with TreeCpu() as full_cpu, Timer() as full_t:
                 job = submit(folder, settings)
                 progress = job.wait(timeout=600, poll_s=0.05)
         assert progress.outcomes.get("done") == args.images == loop_done, progress.outcomes
@@ -163,6 +164,13 @@ def main() -> None:
             "ratio full/bare chain": round(full_rate / bare_rate, 3),
             "ratio full/loop": round(full_rate / loop_rate, 3),
             "overhead ms per image vs loop": round(overhead_ms, 3),
+            # where the ratio goes on a small machine: every process's CPU (producer, its decoding
+            # pool, worker, Redis) per image; the bare chain decodes nothing
+            "CPU ms per image, all processes": {
+                "plain loop": round(1000 * loop_cpu.seconds / args.images, 3),
+                "bare chain": round(1000 * bare_cpu / args.images, 3),
+                "full path": round(1000 * full_cpu.seconds / args.images, 3),
+            },
             "Redis round trips per batch": {"producer": round(producer_trips, 1), "worker": round(worker_trips, 1)},
         },
     )
