@@ -116,11 +116,19 @@ def has_output(stage: Stage, item: ItemState) -> bool:
     return bool(item.scores if stage == "score" else item.summaries)
 
 
-def cache_key(stage: Stage, unit: Unit, spec: JobSpec) -> tuple[str, str]:
-    """(what the stage was asked, which image): the cache keeps one small hash per stage config."""
+def cache_keys(stage: Stage, units: list[Unit], spec: JobSpec) -> list[tuple[str, str]]:
+    """(what the stage was asked, which image) per unit: the cache keeps one small hash per stage
+    config, computed once per prompt and choices, not once per image."""
     sampling = getattr(spec.sampling, stage).model_dump_json()
-    raw = "|".join([stage, unit.prompt.ref, spec.system_prompt, spec.model, sampling, ",".join(unit.choices)])
-    return hashlib.sha256(raw.encode()).hexdigest()[:24], unit.item.ref.sha256
+    asked: dict[tuple[str, tuple[str, ...]], str] = {}
+    keys = []
+    for unit in units:
+        what = (unit.prompt.ref, tuple(unit.choices))
+        if what not in asked:
+            raw = "|".join([stage, unit.prompt.ref, spec.system_prompt, spec.model, sampling, ",".join(unit.choices)])
+            asked[what] = hashlib.sha256(raw.encode()).hexdigest()[:24]
+        keys.append((asked[what], unit.item.ref.sha256))
+    return keys
 
 
 def apply_json_output(stage: Stage, unit: Unit, text: str) -> None:
@@ -159,8 +167,8 @@ def apply_output(stage: Stage, unit: Unit, text: str) -> None:
 def run_stage(stage: Stage, batch: BatchState, ctx: StageContext) -> BatchState:
     started = time.perf_counter()
     units = [u for item in batch.items for u in plan(stage, item, ctx.spec)]
-    keys = [cache_key(stage, u, ctx.spec) for u in units]
     use_cache = ctx.cache is not None and ctx.spec.use_cache and stage in STAGE_CACHED
+    keys = cache_keys(stage, units, ctx.spec) if use_cache else []
     cached = ctx.cache.get_many(keys) if use_cache and keys else [None] * len(units)
     todo = [i for i, hit in enumerate(cached) if hit is None]
     images = ctx.images([units[i].item for i in todo]) if todo else {}
@@ -204,7 +212,7 @@ def run_stage(stage: Stage, batch: BatchState, ctx: StageContext) -> BatchState:
         except OutputParseError as exc:
             unit.item.fail(stage, f"unparseable {stage} output: {exc}")
             continue
-        if cached[i] is None:
+        if use_cache and cached[i] is None:
             fresh[keys[i]] = out
         hit_items[id(unit.item)] = hit_items.get(id(unit.item), True) and cached[i] is not None
     if use_cache and fresh:

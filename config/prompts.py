@@ -19,6 +19,7 @@ import json
 import os
 import re
 import stat
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ class Prompt(BaseModel, frozen=True):
     user: str
     output_schema: dict[str, Any] | None = None  # from a SCHEMA section, normalized
 
-    @property
+    @cached_property  # frozen: hashed once, not once per image and stage
     def digest(self) -> str:
         raw = f"{self.system}\x00{self.user}"
         if self.output_schema is not None:  # prompts without a schema keep the hash they always had

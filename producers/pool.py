@@ -23,6 +23,7 @@ from multiprocessing import popen_forkserver, spawn
 
 from app.decode import Failed, Prepared, PrepareLimits, prepare_file
 from app.entries import Entry, prepare_entry
+from producers.chunks import Chunker, ChunkSize, prepare_many
 from producers.scan import ScanEntry
 
 AnyEntry = ScanEntry | Entry  # a scanned file, or an entry of any source (file, URL, bytes)
@@ -72,7 +73,7 @@ class _NoMainPopen(popen_forkserver.Popen):
     multiprocessing tells every child where the parent's main script is, and the child runs it
     (as `__mp_main__`) before anything else: a script calling `submit()` without an
     `if __name__ == "__main__":` guard submitted again from each decoding process. These
-    processes run only `producers.prepare`, importable by name, so the script is left out of
+    processes run only `app.decode`, importable by name, so the script is left out of
     the preparation data. multiprocessing has no option for it: the lookup is swapped for the
     duration of one launch, under a lock.
     """
@@ -152,12 +153,19 @@ class PreparePool:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    def _submit(self, entry: AnyEntry) -> Future:
+    def _call(self, entry: AnyEntry) -> tuple:
         if isinstance(entry, ScanEntry):
-            return self._pool().submit(self.prepare, str(entry.path), entry.name, self.limits, entry.root)
+            return (self.prepare, str(entry.path), entry.name, self.limits, entry.root)
         if entry.kind == "file":
-            return self._pool().submit(self.prepare, entry.path, entry.name, self.limits, entry.root)
-        return self._pool().submit(prepare_entry, entry, self.limits)
+            return (self.prepare, entry.path, entry.name, self.limits, entry.root)
+        return (prepare_entry, entry, self.limits)
+
+    def _submit(self, entry: AnyEntry) -> Future:
+        fn, *args = self._call(entry)
+        return self._pool().submit(fn, *args)
+
+    def _submit_chunk(self, chunk: list[AnyEntry]) -> Future:
+        return self._pool().submit(prepare_many, [self._call(e) for e in chunk])
 
     def _wait_s(self, entry: AnyEntry) -> float:
         """A URL gets its download's time limit on top of the decoding one."""
@@ -185,34 +193,34 @@ class PreparePool:
             yield _sourced(entry, result)
 
     def _map(self, entries: Iterable[AnyEntry]) -> Iterator[tuple[AnyEntry, Prepared | Failed]]:
-        window: deque[tuple[AnyEntry, Future | None]] = deque()
-        depth = self.workers * 4
-        it = iter(entries)
-        exhausted = False
+        window: deque[tuple[list[AnyEntry], Future | None]] = deque()
+        depth, size, chunker = self.workers * 4, ChunkSize(), Chunker(entries)
         while True:
-            while not exhausted and len(window) < depth:
-                entry = next(it, None)
-                if entry is None:
-                    exhausted = True
-                elif entry.problem:
-                    window.append((entry, None))
-                else:
-                    window.append((entry, self._submit(entry)))
+            while len(window) < depth and (chunk := chunker.next(size.now)):
+                window.append((chunk, None if chunk[0].problem else self._submit_chunk(chunk)))
             if not window:
                 return
-            entry, future = window.popleft()
+            chunk, future = window.popleft()
             if future is None:
-                yield entry, Failed(entry.name, entry.problem or "refused")
+                yield chunk[0], Failed(chunk[0].name, chunk[0].problem or "refused")
                 continue
             try:
-                yield entry, future.result(timeout=self._wait_s(entry))
+                results, seconds = future.result(timeout=max(self._wait_s(e) for e in chunk))
+                size.observe(seconds, len(chunk))
+                yield from zip(chunk, results)
             except FutureTimeout:
                 self._reset()
-                yield entry, Failed(entry.name, f"decoding took longer than {self._wait_s(entry):g} s (refused)")
-                window = deque((e, self._submit(e) if f is not None else None) for e, f in window)
+                if len(chunk) == 1:
+                    yield (
+                        chunk[0],
+                        Failed(chunk[0].name, f"decoding took longer than {self._wait_s(chunk[0]):g} s (refused)"),
+                    )
+                else:  # which one hung is not known: each again by itself
+                    yield from ((e, self._alone_result(e)) for e in chunk)
+                window = deque((c, self._submit_chunk(c) if f is not None else None) for c, f in window)
             except BrokenProcessPool:
                 self._reset()
-                suspects = [(entry, True)] + [(e, f is not None) for e, f in window]
+                suspects = [(e, True) for e in chunk] + [(e, f is not None) for c, f in window for e in c]
                 window.clear()
                 for suspect, decodable in suspects:
                     yield (
@@ -224,4 +232,7 @@ class PreparePool:
                         ),
                     )
             except (MemoryError, OSError, ValueError, RuntimeError) as exc:  # raised inside the worker
-                yield entry, _failed(entry, exc)
+                if len(chunk) == 1:
+                    yield chunk[0], _failed(chunk[0], exc)
+                else:
+                    yield from ((e, self._alone_result(e)) for e in chunk)
