@@ -22,27 +22,29 @@ class ImageRef(BaseModel):
     width: int  # original size, before downscaling
     height: int
     blob: str  # Redis key of the prepared bytes, or a file path when workers share the disk
-    sources: dict[str, str] = {}  # name → where it came from (URL, shard, dataset#row=N); folders: none
+    sources: dict[str, str] = Field(
+        default_factory=dict
+    )  # name → where it came from (URL, shard, dataset#row=N); folders: none
 
 
 # `fields`: what a prompt's SCHEMA section asked for beyond the stage's own keys (tags, has_text …)
 class Classification(BaseModel):
     category: str
     reasoning: str = ""
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = Field(default_factory=dict)
     prompt: str
 
 
 class Scoring(BaseModel):
     score: float | None = None  # None only when the prompt's schema asks for no score
     reasoning: str = ""
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = Field(default_factory=dict)
     prompt: str
 
 
 class Summary(BaseModel):
     summary: str
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = Field(default_factory=dict)
     prompt: str
 
 
@@ -50,14 +52,16 @@ class ItemState(BaseModel):
     """One image's progress through the chain."""
 
     ref: ImageRef
+    # Field(default_factory=…), not `= []`: pydantic deep-copies a literal default for every
+    # instance, which was 4 % of a worker's time (five per image, each link)
     classification: Classification | None = None
-    scores: list[Scoring] = []
-    summaries: list[Summary] = []
-    skipped: dict[str, str] = {}  # stage → why it did not run for this image
+    scores: list[Scoring] = Field(default_factory=list)
+    summaries: list[Summary] = Field(default_factory=list)
+    skipped: dict[str, str] = Field(default_factory=dict)  # stage → why it did not run for this image
     error: str | None = None
     error_stage: str | None = None
-    cached_stages: list[str] = []
-    timings_ms: dict[str, float] = {}
+    cached_stages: list[str] = Field(default_factory=list)
+    timings_ms: dict[str, float] = Field(default_factory=dict)
     dead_letter: str | None = None  # id of this image's dead letter; its blob is kept for a requeue
 
     def fail(self, stage: str, reason: str) -> None:
@@ -69,7 +73,7 @@ class LinkStats(BaseModel):
 
     worker: str
     stage: Stage
-    counters: dict[str, float] = {}
+    counters: dict[str, float] = Field(default_factory=dict)
 
 
 class BatchState(BaseModel):
@@ -78,7 +82,7 @@ class BatchState(BaseModel):
     job_id: str
     batch_id: str
     items: list[ItemState]
-    link_stats: list[LinkStats] = []
+    link_stats: list[LinkStats] = Field(default_factory=list)
 
     def fail_remaining(self, stage: str, reason: str) -> None:
         """Give every item not already failed this error (the batch as a whole cannot go on)."""
@@ -111,17 +115,17 @@ class ImageRecord(BaseModel):
     classification: Classification | None = None
     scoring: Scoring | None = None
     summary: Summary | None = None
-    scores: list[Scoring] = []
-    summaries: list[Summary] = []
-    skipped: dict[str, str] = {}
+    scores: list[Scoring] = Field(default_factory=list)
+    summaries: list[Summary] = Field(default_factory=list)
+    skipped: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
     error_stage: str | None = None
     model: str | None = None
-    prompts: dict[str, str] = {}
+    prompts: dict[str, str] = Field(default_factory=dict)
     worker: str | None = None
     cached: bool = False
     batch_id: str | None = None
-    timings_ms: dict[str, float] = {}
+    timings_ms: dict[str, float] = Field(default_factory=dict)
 
     @property
     def fields(self) -> dict[str, Any]:
