@@ -66,7 +66,7 @@ def run(
 
             model = str(build_tiny_model(root / "tiny-smolvlm"))
         warm = image_folder(root / "warm", 32, size=image_size)
-        folders = [root / f"round-{i}" for i in range(rounds)]
+        folders = [root / f"round-{i}" for i in range(rounds + 1)]  # the last one: the batch loop's
         for i, folder in enumerate(folders):  # images of its own per round: no prefix-cache help
             make_good_images(folder, images, size=image_size, start=1000 + i * images)
         settings = Settings(  # default batch size: auto
@@ -86,7 +86,7 @@ def run(
             submit(warm, settings).wait(timeout=600)  # … and runs once more at the size auto now picks
             engine, whole = create_engine(settings), settings.with_overrides(batch_size=images)
             plain_loop(whole, warm, engine)  # warm-up: compile paths, allocate the KV cache
-            for i, folder in enumerate(folders):
+            for i, folder in enumerate(folders[:rounds]):
                 order = ("pipe", "whole") if i % 2 == 0 else ("whole", "pipe")  # neither always goes first
                 for which in order:
                     if which == "pipe":
@@ -101,7 +101,7 @@ def run(
                         assert done == images
                         whole_s.append(seconds)
             loop_s, loop_done = timed_loop(
-                settings.with_overrides(batch_size=batch_size), engine, folders[0], stage_seconds
+                settings.with_overrides(batch_size=batch_size), engine, folders[-1], stage_seconds
             )
             assert loop_done == images
             engine.close()
