@@ -33,6 +33,7 @@ class Heartbeat:
         model: str = "",
         engine_state: Callable[[], str] | None = None,
         serves: dict[str, Any] | None = None,
+        capacity: Callable[[], int | None] | None = None,
     ) -> None:
         self.r = client
         self.hostname = hostname
@@ -40,6 +41,7 @@ class Heartbeat:
         self.model = model  # the model id it answers to (the HTTP service routes chat requests by it)
         self.serves = serves or {}  # what else it says of its engine: family, tensor-parallel size
         self.engine_state = engine_state
+        self.capacity = capacity  # images its engine holds at once, once loaded (batch size "auto")
         self.current: dict[str, Any] = {}
         self.batches_done = 0
         self.started = time.time()
@@ -88,6 +90,7 @@ class Heartbeat:
             "at": time.time(),
             "model": self.model,
             "engine": engine,
+            "capacity": self.capacity() if self.capacity else None,
             **self.serves,
         }
         pipe = self.r.pipeline(transaction=False)
@@ -113,6 +116,11 @@ def live_workers(client: redis.Redis) -> list[dict[str, Any]]:
 
 def live_queues(client: redis.Redis) -> list[str]:
     return sorted({q for w in live_workers(client) for q in w["queues"]})
+
+
+def live_capacities(client: redis.Redis, model: str) -> list[int]:
+    """The capacities live workers of `model` advertise (those with an engine loaded that says one)."""
+    return [int(w["capacity"]) for w in live_models(client).get(model, []) if w.get("capacity")]
 
 
 def live_models(client: redis.Redis) -> dict[str, list[dict[str, Any]]]:

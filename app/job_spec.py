@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from app.schemas import Stage
+from config.batching import AUTO, FALLBACK
 from config.prompts import PromptSet
 from config.sampling import Sampling
 from config.settings import Settings, resolve_location
@@ -57,7 +58,9 @@ class JobSpec(BaseModel):
             categories_to_summarize=settings.conditions.categories_to_summarize,
             use_cache=settings.use_cache,
             stages=list(settings.stages),
-            batch_size=settings.batch_size,
+            # the producer resolves "auto" first (app.batch_size); a spec made without Redis (stage
+            # tests, in-process loops) takes the fallback
+            batch_size=FALLBACK if settings.batch_size == AUTO else settings.batch_size,
             queues=settings.queues,
             results=resolve_location(settings.results_dir),
             results_host=socket.gethostname(),

@@ -55,6 +55,7 @@ def _start_heartbeat(sender=None, **_):
         model=engine_model_id(settings),
         engine_state=lambda: rt.engine_state,
         serves=engine_serves(settings),
+        capacity=lambda: rt.capacity,
     ).start()
     rt.on_engine_state = _heartbeat.nudge_if_engine_changed
     _unpark(rt.store.r, engine_model_id(settings), queues)

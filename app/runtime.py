@@ -22,6 +22,7 @@ from app.schemas import ItemState
 from app.store import JobStore
 from config.errors import JobNotFoundError
 from config.settings import Settings
+from workers.capacity import measure_capacity
 from workers.engine import Engine, create_engine, engine_model_id
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class WorkerRuntime:
         self.store = JobStore.from_settings(settings)
         self._engine: Engine | None = None
         self.engine_state = "not loaded"  # → loading → ready (or failed); shown in heartbeats and /health
+        self.capacity: int | None = None  # images its engine holds at once (workers.capacity); heartbeats say it
         self.on_engine_state: Callable[[], None] = lambda: None  # the heartbeat's nudge, set by app.lifecycle
         self._lock = threading.Lock()
         self._specs: OrderedDict[str, JobSpec] = OrderedDict()
@@ -52,6 +54,8 @@ class WorkerRuntime:
                 self._set_engine_state("loading")
                 try:
                     self._engine = create_engine(self.settings)
+                    found = measure_capacity(self._engine, self.settings)  # before "ready": the nudged beat says it
+                    self.capacity = found.images if found else None
                 except Exception:
                     self._set_engine_state("failed")
                     raise
@@ -72,7 +76,7 @@ class WorkerRuntime:
     def reset_engine(self) -> None:
         """Drop a dead engine; the next batch builds a new one."""
         with self._lock:
-            engine, self._engine = self._engine, None
+            engine, self._engine, self.capacity = self._engine, None, None
             self._set_engine_state("not loaded")
         if engine is not None:
             try:

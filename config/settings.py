@@ -25,6 +25,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from config.batching import BatchSize
 from config.groups import Conditions, EngineSettings, ImageSettings, RedisSettings
 from config.sampling import Sampling
 from config.serve import ServeSettings
@@ -110,7 +111,7 @@ class Settings(BaseSettings):
 
     # --- queues, batching and backpressure -------------------------------------------------
     queues: list[str] = ["gpu0"]
-    batch_size: int = Field(32, ge=1, le=1024)
+    batch_size: BatchSize = "auto"  # images per task; "auto": what the engine holds (config.batching)
     max_inflight_batches: int = Field(8, ge=1)
     blob_ttl_s: int = Field(24 * 3600, ge=60)
     # A folder every worker can read (shared filesystem): prepared images go there, not into Redis.

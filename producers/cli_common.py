@@ -41,6 +41,20 @@ class JobIdType(click.ParamType):
 JOB_ID = JobIdType()
 
 
+class BatchSizeType(click.ParamType):
+    """`auto` (what the engine holds at once) or a whole number 1..1024."""
+
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        from config.batching import parse_batch_size
+
+        try:
+            return parse_batch_size(value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 def check_roots(roots, settings: Settings | None = None) -> None:
     """Every root must be usable (a path that exists, a glob that matches, an http(s) URL, a table
     with the image column); a bad one is a usage error, reported before anything is created."""
@@ -93,7 +107,11 @@ def job_options(fn):
 def job_flags(fn):
     options = [
         click.option("--stages", callback=parse_stages, help=STAGES_HELP),
-        click.option("--batch-size", type=int, help="Images per Celery task."),
+        click.option(
+            "--batch-size",
+            type=BatchSizeType(),
+            help="Images per Celery task: auto (default: what the workers' engines hold at once) or a number.",
+        ),
         click.option("--no-cache", is_flag=True, help="Recompute even what the cache knows."),
         click.option("--score-threshold", type=float, help="Summarize only images scoring at least this."),
         click.option("--categories-to-score", help="Comma-separated category letters to score."),

@@ -39,7 +39,7 @@ def workers(ctx, gpus, tp, engine, model, queue_prefix, first_index, log_dir) ->
 @click.command()
 @click.pass_context
 def fleet(ctx) -> None:
-    """Live workers: queue, GPUs, the batch and stage each one is on now."""
+    """Live workers: queue, GPUs, engine capacity (batch size auto), the batch and stage each one is on now."""
     from app.heartbeat import live_workers
     from app.redis_client import redis_client
     from app.routing import pending
@@ -52,7 +52,7 @@ def fleet(ctx) -> None:
             "`celery -A app worker -Q gpu0 -c 1` or `producer workers --gpus 0`"
         )
         return
-    table = Table("worker", "queues", "model", "GPUs", "now", "batches done", "waiting")
+    table = Table("worker", "queues", "model", "GPUs", "capacity", "now", "batches done", "waiting")
     for w in sorted(workers, key=lambda w: w["hostname"]):
         cur = w.get("current") or {}
         now = (
@@ -66,6 +66,7 @@ def fleet(ctx) -> None:
             ",".join(w["queues"]),
             _serves(w),
             w.get("gpus") or "-",
+            str(w.get("capacity") or "-"),  # images its engine holds at once, once loaded
             now,
             str(w["batches_done"]),
             str(sum(waiting.values())),

@@ -78,6 +78,8 @@ def submit(
             job_id=job_id,
             progress=lambda s: status.update(submit_line(s)),
         )
+    if submitter.chosen:  # a new job, not a resumed one: which batch size it got, and why
+        console.print(str(submitter.chosen))
     if wait:
         finish_watch(Job(job_id, settings, submitter.celery, submitter.store))
 

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.result import AsyncResult, GroupResult
-from vine import barrier
 
 from app import keys
+from app.batch_size import ChosenBatchSize, with_batch_size
 from app.claims import LocalClaims
 from app.collect import collect, free_results
 from app.decode import Failed, Prepared, PrepareLimits
@@ -37,12 +36,12 @@ from config.errors import JobNotFoundError, JobStateError
 from config.prompts import PromptSet, load_prompt_set
 from config.settings import Settings
 from producers import sources
+from producers.group import save_group
 from producers.lease import LEASE_TTL_S, LeaseKeeper
 from producers.pool import PreparePool
 from producers.rerun import resume_link
 
 log = logging.getLogger(__name__)
-GROUP_MAX_BATCHES = 1000  # jobs up to 32,000 images at batch size 32 get a saved GroupResult
 ProgressFn = Callable[[SubmitStats], None]
 
 
@@ -69,6 +68,7 @@ class Submitter:
         self.linked: dict[str, Any] = {}
         self.only: set[str] | None = None
         self.preload: Mapping[str, dict[str, Any]] = {}
+        self.chosen: ChosenBatchSize | None = None  # a new job's batch size and why (create_job)
 
     def preflight(self) -> tuple[PromptSet, PrepareLimits]:
         """What a job needs that the settings alone decide; raises (bad prompt files, a model this
@@ -182,7 +182,7 @@ class Submitter:
                 for start in range(0, len(to_ship), s.batch_size):
                     self._ship(to_ship[start : start + s.batch_size], stats)
                 # saved before the total: a job can finish (and its in-flight state go) only after
-                self.save_group(job_id)
+                save_group(self.celery, self.store, job_id)
                 if not self.store.is_cancelled(job_id):
                     self.store.set_fields(
                         job_id, total=stats.scanned, status="submitted", batches=self._first_batch + stats.batches
@@ -205,9 +205,12 @@ class Submitter:
     def create_job(
         self, roots: Sequence[str | Path], queues: Sequence[str] | None, job_id: str | None, recursive: bool = True
     ) -> JobSpec:
-        s = self.settings
         job_id = job_id or new_job_id()
         prompts, _ = self.preflight()
+        # "auto" becomes a number now; the spec records it for resumes, retries and prepare orders
+        self.settings, self.chosen = with_batch_size(self.settings, self.store.r)
+        s, chosen = self.settings, self.chosen
+        log.info("batch size chosen", extra={"job_id": job_id, "batch_size": chosen.size, "why": chosen.why})
         spec = JobSpec.from_settings(s, job_id, prompts, root_names(roots)).model_copy(update=self.linked)
         spec.recursive = recursive
         if s.prepare_queue:
@@ -234,16 +237,3 @@ class Submitter:
     def _ship(self, items: list[ItemState], stats: SubmitStats) -> None:
         self.tidy()
         self.shipper.ship(items, f"{self.spec.job_id}-b{self._first_batch + stats.batches:06d}", stats)
-
-    def save_group(self, job_id: str) -> GroupResult:
-        """Save the job as a GroupResult of the chains' last tasks: `GroupResult.restore(job_id)`.
-
-        Only up to GROUP_MAX_BATCHES: a saved GroupResult is one Redis value that grows with the job
-        (2 MB of Redis for 6,250 batches). `Job.group()` builds the same GroupResult for any job."""
-        results = [AsyncResult(ids[-1], app=self.celery) for _, ids in sorted(self.store.chains(job_id).items())]
-        # An empty ready barrier: the default one calls each result's then(), which SUBSCRIBEs this
-        # process to every batch's result channel (Redis memory per batch, for a group only saved).
-        group = GroupResult(job_id, results, app=self.celery, ready_barrier=barrier())
-        if len(results) <= GROUP_MAX_BATCHES:
-            group.save()
-        return group

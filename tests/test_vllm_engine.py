@@ -64,6 +64,37 @@ def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
     assert min(image_blocks_reused.values()) >= 64, image_blocks_reused
 
 
+def test_batch_size_auto_follows_the_engines_max_num_seqs_once_the_worker_has_measured_its_engine(
+    settings, start_worker, image_dir, tiny_model, tmp_path, store
+):
+    import time
+    from collections import Counter
+
+    from app.heartbeat import live_capacities
+
+    make_good_images(image_dir, 30, size=(320, 240))
+    make_good_images(tmp_path / "warm", 2, size=(320, 240), start=100)
+    start_worker(
+        timeout=120,
+        VLMQ_ENGINE__BACKEND="vllm",
+        VLMQ_ENGINE__MODEL=str(tiny_model),
+        VLMQ_ENGINE__MAX_NUM_SEQS="12",
+        VLMQ_ENGINE__MAX_MODEL_LEN="1024",
+        VLLM_CPU_KVCACHE_SPACE="1",
+    )
+    # the producer knows nothing of max_num_seqs: 12 can only come from the worker's heartbeat
+    settings = settings.with_overrides(batch_size="auto", engine={"backend": "vllm", "model": str(tiny_model)})
+    submit(tmp_path / "warm", settings).wait(timeout=400)  # the worker builds its engine and measures it
+    deadline = time.monotonic() + 10
+    while not live_capacities(store.r, str(tiny_model)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert live_capacities(store.r, str(tiny_model)) == [12]
+    job = submit(image_dir, settings)
+    progress = job.wait(timeout=400)
+    assert progress.accounted == 30 and job.store.load_spec(job.id).batch_size == 12
+    assert sorted(Counter(r.batch_id for r in job.records()).values(), reverse=True) == [12, 12, 6]
+
+
 def test_a_sigkilled_vllm_worker_leaves_no_engine_processes_once_a_worker_starts_again(
     settings, start_worker, image_dir, tiny_model, celery_app
 ):

@@ -182,6 +182,12 @@ class VLLMEngine:
             return EngineDeadError(f"vLLM engine process died during a batch of {n}: {exc}")
         return BatchRejectedError(f"vLLM refused a batch of {n}: {type(exc).__name__}: {exc}")
 
+    def limits(self) -> tuple[int, int] | None:
+        """(max_num_seqs, KV-cache tokens) of the built engine (workers.capacity)."""
+        from workers.capacity import vllm_limits
+
+        return vllm_limits(self.llm)
+
     def stats(self) -> dict[str, float]:
         totals = dict.fromkeys(CACHE_COUNTERS, 0.0)
         for metric in self.llm.get_metrics():

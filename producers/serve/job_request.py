@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from config.batching import BatchSize
 from config.stages import new_job_stages_refusal
 
 
@@ -14,7 +15,7 @@ class JobRequest(BaseModel):
     urls: list[str] | None = Field(None, min_length=1)
     recursive: bool = True
     model: str | None = None  # default: the service's configured model
-    batch_size: int | None = Field(None, ge=1, le=1024)
+    batch_size: BatchSize | None = None  # "auto" or 1..1024; default: the service's setting
     use_cache: bool | None = None
     score_threshold: float | None = None
     categories_to_score: list[str] | None = None
