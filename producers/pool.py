@@ -23,6 +23,7 @@ from multiprocessing import popen_forkserver, spawn
 
 from app.decode import Failed, Prepared, PrepareLimits, prepare_file
 from app.entries import Entry, prepare_entry
+from app.heap import keep_heap
 from producers.scan import ScanEntry
 
 AnyEntry = ScanEntry | Entry  # a scanned file, or an entry of any source (file, URL, bytes)
@@ -40,9 +41,11 @@ def _sourced(entry: AnyEntry, result: Prepared | Failed) -> Prepared | Failed:
 
 
 def _init_decoder(memory_mb: int) -> None:
-    """In each decoding process: bounded memory, and death with its parent."""
+    """In each decoding process: bounded memory, freed buffers kept for the next image (app.heap),
+    and death with its parent."""
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    keep_heap()
     die_with_parent()
 
 
@@ -72,7 +75,7 @@ class _NoMainPopen(popen_forkserver.Popen):
     multiprocessing tells every child where the parent's main script is, and the child runs it
     (as `__mp_main__`) before anything else: a script calling `submit()` without an
     `if __name__ == "__main__":` guard submitted again from each decoding process. These
-    processes run only `producers.prepare`, importable by name, so the script is left out of
+    processes run only `app.decode`, importable by name, so the script is left out of
     the preparation data. multiprocessing has no option for it: the lookup is swapped for the
     duration of one launch, under a lock.
     """
@@ -109,7 +112,7 @@ class DecoderContext(mp_context.ForkServerContext):
 def decoder_context() -> DecoderContext:
     ctx = DecoderContext()
     # the default preloads `__main__`, the user's script; the guard ties the server to the producer
-    ctx.set_forkserver_preload(["producers.decoder_guard", "producers.prepare"])
+    ctx.set_forkserver_preload(["producers.decoder_guard", "app.decode"])
     return ctx
 
 
