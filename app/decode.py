@@ -17,12 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from struct import error as struct_error
 
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
+from app.heap import release_heap
 from config.groups import PrepareLimits
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, not a half-grey image
 ROTATED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+# EXIF orientation → the turn that shows the image upright (as ImageOps.exif_transpose does)
+TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -66,28 +77,7 @@ def prepare_bytes(name: str, raw: bytes, limits: PrepareLimits) -> Prepared | Fa
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(raw))
-            w, h = img.size
-            if w * h > limits.max_pixels:
-                return Failed(
-                    name,
-                    f"image declares {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
-                    f"{limits.max_pixels / 1e6:.0f} MP (decompression bomb refused)",
-                    sha,
-                )
-            orientation = img.getexif().get(0x0112, 1)
-            if img.format == "JPEG" and limits.use_draft:
-                # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: a 12 MP photo costs a fraction.
-                # The request keeps the aspect ratio: draft picks a scale keeping both sides >= it.
-                scale = limits.max_edge / max(w, h)
-                img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            # never upscales; BICUBIC: half LANCZOS's cost, no visible difference at model input sizes
-            img.thumbnail((limits.max_edge, limits.max_edge), Image.Resampling.BICUBIC)
-            out = io.BytesIO()
-            img.save(out, "JPEG", quality=limits.jpeg_quality, optimize=False)
+            result = _downscale(name, raw, sha, limits)
     except UnidentifiedImageError:
         return Failed(name, "not an image (unknown or unsupported format)", sha)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -96,6 +86,37 @@ def prepare_bytes(name: str, raw: bytes, limits: PrepareLimits) -> Prepared | Fa
         return Failed(name, f"corrupt or truncated image: {exc}", sha)
     except (ValueError, SyntaxError, EOFError, MemoryError, struct_error) as exc:
         return Failed(name, f"image could not be decoded: {type(exc).__name__}: {exc}", sha)
+    return result
+
+
+def _downscale(name: str, raw: bytes, sha: str, limits: PrepareLimits) -> Prepared | Failed:
+    img = Image.open(io.BytesIO(raw))
+    w, h = img.size
+    if w * h > limits.max_pixels:
+        return Failed(
+            name,
+            f"image declares {w}x{h} = {w * h / 1e6:.1f} MP, over the limit of "
+            f"{limits.max_pixels / 1e6:.0f} MP (decompression bomb refused)",
+            sha,
+        )
+    orientation = img.getexif().get(0x0112, 1)
+    if img.format == "JPEG" and limits.use_draft:
+        # Decode at 1/2, 1/4 or 1/8 scale straight from the DCT: a 12 MP photo costs a fraction.
+        # The request keeps the aspect ratio: draft picks a scale keeping both sides >= it.
+        scale = limits.max_edge / max(w, h)
+        img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
+    img.load()
+    decoded = img.width * img.height
+    img = _to_rgb(img)
+    # never upscales; BICUBIC: half LANCZOS's cost, no visible difference at model input sizes.
+    # The box is square, so the size is the same whether the image is turned before or after.
+    img.thumbnail((limits.max_edge, limits.max_edge), Image.Resampling.BICUBIC)
+    if orientation in TRANSPOSE:  # turned once small: the full decode is never copied to turn it
+        img = img.transpose(TRANSPOSE[orientation])
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=limits.jpeg_quality, optimize=False)
+    del img  # its pixels freed before the heap is looked at
+    release_heap(decoded)
     if orientation in ROTATED:
         w, h = h, w
     return Prepared(name, sha, w, h, out.getvalue())

@@ -23,6 +23,7 @@ from multiprocessing import popen_forkserver, spawn
 
 from app.decode import Failed, Prepared, PrepareLimits, prepare_file
 from app.entries import Entry, prepare_entry
+from app.heap import keep_heap
 from producers.chunks import Chunker, ChunkSize, prepare_many
 from producers.scan import ScanEntry
 
@@ -41,9 +42,11 @@ def _sourced(entry: AnyEntry, result: Prepared | Failed) -> Prepared | Failed:
 
 
 def _init_decoder(memory_mb: int) -> None:
-    """In each decoding process: bounded memory, and death with its parent."""
+    """In each decoding process: bounded memory, freed buffers kept for the next image (app.heap),
+    and death with its parent."""
     limit = memory_mb * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    keep_heap()
     die_with_parent()
 
 
@@ -110,7 +113,7 @@ class DecoderContext(mp_context.ForkServerContext):
 def decoder_context() -> DecoderContext:
     ctx = DecoderContext()
     # the default preloads `__main__`, the user's script; the guard ties the server to the producer
-    ctx.set_forkserver_preload(["producers.decoder_guard", "producers.prepare"])
+    ctx.set_forkserver_preload(["producers.decoder_guard", "app.decode"])
     return ctx
 
 

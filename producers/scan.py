@@ -3,7 +3,7 @@
 Every entry the scan sees is accounted for: a file it will not prepare (hidden, not an image, a
 symlink out of the root, a symlinked folder it does not follow) comes with the reason, and
 becomes one error record. What the scan saw is only a hint: the file is opened later, relative
-to `root`, without following symlinks (producers.prepare), so a swap in between is refused.
+to `root`, without following symlinks (app.decode.open_under), so a swap in between is refused.
 """
 
 from __future__ import annotations

@@ -80,3 +80,18 @@ def prepare_or_hang(path, name, limits, within=None):
     if name.startswith("hang"):
         time.sleep(3600)
     return prepare_file(path, name, limits, within)
+
+
+def prepare_and_weigh(path, name, limits, within=None):
+    """prepare_file, its result's `source` saying the decoding process's memory afterwards:
+    "rss_mb peak_mb" (resident now, and the most it ever was)."""
+    import dataclasses
+    import resource
+
+    from app.decode import prepare_file
+
+    result = prepare_file(path, name, limits, within)
+    with open("/proc/self/statm") as fh:
+        rss_mb = int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return dataclasses.replace(result, source=f"{rss_mb:.0f} {peak_mb:.0f}")

@@ -64,7 +64,7 @@ def test_a_file_that_hangs_among_many_small_ones_times_out_alone_and_the_rest_ar
 
 def test_a_decoder_crash_inside_a_chunk_is_pinned_on_its_file(tmp_path):
     small_files(tmp_path, 40, "a")
-    Image.new("RGB", (6000, 6000), (1, 2, 3)).save(tmp_path / "big.png")  # ~108 MB decoded
+    Image.new("RGB", (8000, 8000), (1, 2, 3)).save(tmp_path / "big.png")  # 192 MB decoded, and its copies
     small_files(tmp_path, 40, "c")
     pool = PreparePool(LIMITS, workers=1, memory_mb=200)  # less than the big one needs
     try:

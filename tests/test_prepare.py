@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from app.decode import Failed, Prepared, PrepareLimits, prepare_file
 from producers.pool import PreparePool
 from producers.scan import scan
 from tests.conftest import WITHOUT_DAC
-from tests.images import BAD_FILES, jpeg_bytes, make_bad_files, png_declaring
+from tests.images import BAD_FILES, jpeg_bytes, make_bad_files, png_declaring, prepare_and_weigh
 
 LIMITS = PrepareLimits(max_file_bytes=2 * 2**20, max_pixels=40_000_000, max_edge=256, jpeg_quality=90)
 
@@ -167,8 +167,10 @@ def test_a_file_that_hangs_the_decoder_times_out_and_the_rest_goes_on(tmp_path):
 
 
 def test_decoding_that_needs_more_memory_than_allowed_is_an_error_not_a_crash(tmp_path):
-    big = Image.new("RGB", (6000, 6000), (1, 2, 3))  # 36 MP: about 108 MB decoded
-    save(tmp_path, "big.png", big)
+    # 64 MP: 256 MB decoded (Pillow holds RGB in 4 bytes). 36 MP (144 MB) fits in 200 MB since the
+    # decoded image is no longer copied to turn it (app.decode)
+    big = Image.new("RGB", (8000, 8000), (1, 2, 3))
+    save(tmp_path, "big.png", big, compress_level=1)
     (tmp_path / "ok.jpg").write_bytes(jpeg_bytes(40, 30, (1, 2, 3)))
     limits = PrepareLimits(max_file_bytes=2**30, max_pixels=10**9, max_edge=256, jpeg_quality=90)
     pool = PreparePool(limits, workers=1, memory_mb=200)  # less than the decoder wants
@@ -178,3 +180,45 @@ def test_decoding_that_needs_more_memory_than_allowed_is_an_error_not_a_crash(tm
         pool.close()
     assert isinstance(results["big.png"], Failed), results["big.png"]
     assert isinstance(results["ok.jpg"], Prepared)
+
+
+def quadrants(size: tuple[int, int]) -> Image.Image:
+    """Four colours in four corners: any wrong turn or flip shows."""
+    img = Image.new("RGB", size, (230, 30, 30))
+    w, h = size
+    img.paste((30, 200, 30), (w // 2, 0, w, h // 2))
+    img.paste((30, 30, 220), (0, h // 2, w // 2, h))
+    img.paste((240, 240, 40), (w // 2, h // 2, w, h))
+    return img
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_each_exif_orientation_looks_as_if_turned_before_downscaling(tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = save(tmp_path, "o.jpg", quadrants((1600, 1000)), exif=exif, quality=95)  # decoded at 1/4
+    expected = ImageOps.exif_transpose(Image.open(path))  # full decode, turned, then downscaled
+    expected.thumbnail((LIMITS.max_edge, LIMITS.max_edge), Image.Resampling.BICUBIC)
+    result = prepare_file(path, "o.jpg", LIMITS)
+    out = Image.open(io.BytesIO(result.data))
+    turned = orientation in (5, 6, 7, 8)
+    assert out.size == expected.size == ((160, 256) if turned else (256, 160))
+    assert (result.width, result.height) == ((1000, 1600) if turned else (1600, 1000))
+    assert max(ImageStat.Stat(ImageChops.difference(out, expected)).mean) < 4
+
+
+def test_a_decoding_process_hands_back_a_huge_images_memory_and_stays_small(tmp_path):
+    save(tmp_path, "a_small.jpg", quadrants((1600, 1200)))
+    save(tmp_path, "b_huge.png", quadrants((8000, 8000)), compress_level=1)  # 64 MP: 256 MB decoded
+    for i in range(3):
+        save(tmp_path, f"c_small_{i}.jpg", quadrants((1600, 1200)))
+    limits = PrepareLimits(max_file_bytes=2**30, max_pixels=80_000_000, max_edge=256, jpeg_quality=90)
+    pool = PreparePool(limits, workers=1, prepare=prepare_and_weigh)
+    try:
+        results = list(pool.map(scan([tmp_path], False, [".jpg", ".png"])))
+    finally:
+        pool.close()
+    assert all(isinstance(r, Prepared) for r in results), results
+    (before, _), (_, peak), *_, (after, _) = [map(float, r.source.split()) for r in results]
+    assert peak - before > 200  # the huge image did need its 256 MB …
+    assert after - before < 40, (before, peak, after)  # … and the process gave it back

@@ -1,7 +1,7 @@
 """The one image of a chat request: a `data:` URL or an http(s) URL, fetched with size and time limits.
 
 Fetching is the service's job (workers need no network access); the bytes are then validated,
-decoded and downscaled like a job's files (producers.prepare), so a worker receives only a
+decoded and downscaled like a job's files (app.decode), so a worker receives only a
 compact JPEG. URLs on loopback or private addresses are refused unless `allow_private_urls`:
 the service must not become a way into the network it runs in.
 """
