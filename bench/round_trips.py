@@ -35,8 +35,10 @@ def install(count_file: str | None = None) -> Callable[[], int]:
     if count_file:
 
         def publish() -> None:
-            while True:
-                Path(count_file).write_text(str(sent[0]))
+            temp = Path(f"{count_file}.tmp")
+            while True:  # replaced whole, so a reader never sees a half-written number
+                temp.write_text(str(sent[0]))
+                os.replace(temp, count_file)
                 time.sleep(0.2)
 
         threading.Thread(target=publish, daemon=True, name="round-trips").start()
@@ -50,6 +52,10 @@ def worker_environment(count_file: Path) -> dict[str, str]:
     return {"PYTHONPATH": path, COUNT_FILE_ENV: str(count_file)}
 
 
-def read_count(count_file: Path) -> int:
-    time.sleep(0.5)  # the file is rewritten every 0.2 s
+def read_count(count_file: Path, timeout_s: float = 60) -> int:
+    """The count a worker last wrote (every 0.2 s), waiting for its first one (a slow start)."""
+    time.sleep(0.5)
+    deadline = time.monotonic() + timeout_s
+    while not count_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     return int(count_file.read_text())
