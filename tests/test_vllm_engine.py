@@ -27,19 +27,29 @@ def tiny_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny-smolvlm")
 
 
+def vllm_env(tiny_model, **extra: str) -> dict[str, str]:
+    """A worker environment running the real vLLM engine on the tiny model, with a small KV cache."""
+    return {
+        "VLMQ_ENGINE__BACKEND": "vllm",
+        "VLMQ_ENGINE__MODEL": str(tiny_model),
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        **extra,
+    }
+
+
 def test_a_real_vllm_worker_runs_all_three_stages_and_reuses_the_prefix_cache(
     settings, start_worker, image_dir, tiny_model, store
 ):
     make_good_images(image_dir, 12, size=(320, 240))
     worker = start_worker(
         timeout=120,
-        VLMQ_ENGINE__BACKEND="vllm",
-        VLMQ_ENGINE__MODEL=str(tiny_model),
-        VLMQ_ENGINE__DTYPE="float32",
-        VLMQ_ENGINE__ENFORCE_EAGER="true",
-        VLMQ_ENGINE__MAX_MODEL_LEN="1024",
-        VLLM_CPU_KVCACHE_SPACE="1",
-        VLMQ_SYSTEM_PROMPT=SHARED_SYSTEM_PROMPT,
+        **vllm_env(
+            tiny_model,
+            VLMQ_ENGINE__DTYPE="float32",
+            VLMQ_ENGINE__ENFORCE_EAGER="true",
+            VLMQ_ENGINE__MAX_MODEL_LEN="1024",
+            VLMQ_SYSTEM_PROMPT=SHARED_SYSTEM_PROMPT,
+        ),
     )
     settings = settings.with_overrides(
         system_prompt=SHARED_SYSTEM_PROMPT, engine={"backend": "vllm", "model": str(tiny_model)}
@@ -76,11 +86,7 @@ def test_batch_size_auto_follows_the_engines_max_num_seqs_once_the_worker_has_me
     make_good_images(tmp_path / "warm", 2, size=(320, 240), start=100)
     start_worker(
         timeout=120,
-        VLMQ_ENGINE__BACKEND="vllm",
-        VLMQ_ENGINE__MODEL=str(tiny_model),
-        VLMQ_ENGINE__MAX_NUM_SEQS="12",
-        VLMQ_ENGINE__MAX_MODEL_LEN="1024",
-        VLLM_CPU_KVCACHE_SPACE="1",
+        **vllm_env(tiny_model, VLMQ_ENGINE__MAX_NUM_SEQS="12", VLMQ_ENGINE__MAX_MODEL_LEN="1024"),
     )
     # the producer knows nothing of max_num_seqs: 12 can only come from the worker's heartbeat
     settings = settings.with_overrides(batch_size="auto", engine={"backend": "vllm", "model": str(tiny_model)})
@@ -104,7 +110,7 @@ def test_a_sigkilled_vllm_worker_leaves_no_engine_processes_once_a_worker_starts
     from workers.orphans import orphaned_engines
 
     make_good_images(image_dir, 4, size=(320, 240))
-    env = dict(VLMQ_ENGINE__BACKEND="vllm", VLMQ_ENGINE__MODEL=str(tiny_model), VLLM_CPU_KVCACHE_SPACE="1")
+    env = vllm_env(tiny_model)
     worker = start_worker(timeout=120, **env)
     submit(image_dir, settings.with_overrides(engine={"backend": "vllm", "model": str(tiny_model)})).wait(timeout=400)
     os.kill(worker.proc.pid, signal.SIGKILL)  # the worker only, as the OOM killer would: not its session
@@ -144,12 +150,12 @@ def test_a_sigkilled_engine_process_is_rebuilt_mid_job_and_every_image_is_done_t
     names = make_good_images(image_dir, 24, size=(320, 240))
     worker = start_worker(
         timeout=120,
-        VLMQ_ENGINE__BACKEND="vllm",
-        VLMQ_ENGINE__MODEL=str(tiny_model),
-        VLMQ_ENGINE__DTYPE="float32",
-        VLMQ_ENGINE__ENFORCE_EAGER="true",
-        VLMQ_ENGINE__MAX_MODEL_LEN="1024",
-        VLLM_CPU_KVCACHE_SPACE="1",
+        **vllm_env(
+            tiny_model,
+            VLMQ_ENGINE__DTYPE="float32",
+            VLMQ_ENGINE__ENFORCE_EAGER="true",
+            VLMQ_ENGINE__MAX_MODEL_LEN="1024",
+        ),
     )
     settings = settings.with_overrides(batch_size=8, engine={"backend": "vllm", "model": str(tiny_model)})
     settings.sampling.score.max_tokens = 256  # room for the whole regex-bounded answer
