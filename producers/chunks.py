@@ -18,6 +18,11 @@ def prepare_many(calls: list[tuple]) -> tuple[list[Any], float]:
     return [fn(*args) for fn, *args in calls], time.perf_counter() - started
 
 
+def is_url(entry: Any) -> bool:
+    """A URL entry (a scanned file has no kind): its download adds a time of its own."""
+    return getattr(entry, "kind", "file") == "url"
+
+
 class ChunkSize:
     """Entries per message: about CHUNK_S of decoding, at most MOST. It starts at one, so a slow
     first file risks nothing, and follows the last chunk's time per entry."""
@@ -46,7 +51,7 @@ class Chunker:
             entry, self.held = self.held or next(self.it, None), None
             if entry is None:
                 break
-            if entry.problem or getattr(entry, "kind", "file") == "url":
+            if entry.problem or is_url(entry):
                 if chunk:
                     self.held = entry
                     break

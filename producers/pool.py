@@ -24,7 +24,7 @@ from multiprocessing import popen_forkserver, spawn
 from app.decode import Failed, Prepared, PrepareLimits, prepare_file
 from app.entries import Entry, prepare_entry
 from app.heap import keep_heap
-from producers.chunks import Chunker, ChunkSize, prepare_many
+from producers.chunks import Chunker, ChunkSize, is_url, prepare_many
 from producers.scan import ScanEntry
 
 AnyEntry = ScanEntry | Entry  # a scanned file, or an entry of any source (file, URL, bytes)
@@ -172,7 +172,7 @@ class PreparePool:
 
     def _wait_s(self, entry: AnyEntry) -> float:
         """A URL gets its download's time limit on top of the decoding one."""
-        return self.timeout_s + (self.limits.fetch_timeout_s if getattr(entry, "kind", "file") == "url" else 0)
+        return self.timeout_s + (self.limits.fetch_timeout_s if is_url(entry) else 0)
 
     def _alone(self, entry: AnyEntry) -> Prepared | Failed:
         """Run one suspect entry by itself, so a crash can be pinned on it."""
@@ -189,6 +189,9 @@ class PreparePool:
             return Failed(entry.name, "decoder crashed or ran out of memory on this file")
         except (MemoryError, OSError, ValueError, RuntimeError) as exc:
             return _failed(entry, exc)
+
+    def _each_alone(self, chunk: list[AnyEntry]) -> Iterator[tuple[AnyEntry, Prepared | Failed]]:
+        return ((e, self._alone_result(e)) for e in chunk)
 
     def map(self, entries: Iterable[AnyEntry]) -> Iterator[Prepared | Failed]:
         """Results in the entries' order, each carrying its entry's source."""
@@ -219,7 +222,7 @@ class PreparePool:
                         Failed(chunk[0].name, f"decoding took longer than {self._wait_s(chunk[0]):g} s (refused)"),
                     )
                 else:  # which one hung is not known: each again by itself
-                    yield from ((e, self._alone_result(e)) for e in chunk)
+                    yield from self._each_alone(chunk)
                 window = deque((c, self._submit_chunk(c) if f is not None else None) for c, f in window)
             except BrokenProcessPool:
                 self._reset()
@@ -237,5 +240,5 @@ class PreparePool:
             except (MemoryError, OSError, ValueError, RuntimeError) as exc:  # raised inside the worker
                 if len(chunk) == 1:
                     yield chunk[0], _failed(chunk[0], exc)
-                else:
-                    yield from ((e, self._alone_result(e)) for e in chunk)
+                else:  # which one raised is not known
+                    yield from self._each_alone(chunk)
