@@ -1,4 +1,4 @@
-"""glibc heap settings for a process that decodes one image after another (producers.pool).
+"""glibc heap settings for a process that decodes one image after another (producers.pool, app.prepare_task).
 
 By default glibc serves every allocation over 128 KiB (a file's bytes, its decoded pixels, the
 downscaled copy) with a fresh mmap, unmaps it on free and trims the heap's top: each image paid
@@ -21,6 +21,8 @@ _libc: ctypes.CDLL | None = None
 def keep_heap() -> bool:
     """Keep freed buffers (up to KEEP_BYTES free) for the next image; False where not glibc."""
     global _libc
+    if _libc is not None:  # already set in this process (a prepare task calls it for each order)
+        return True
     try:
         libc = ctypes.CDLL(None)
         _ = libc.gnu_get_libc_version  # glibc's own symbol: mallopt's numbers are glibc's

@@ -27,6 +27,7 @@ from app.celery import app, settings
 from app.decode import Failed, Prepared, PrepareLimits, open_under
 from app.entries import Entry, prepare_entry
 from app.fetch import is_url
+from app.heap import keep_heap
 from app.orders import TASK_NAME, PrepareOrder
 from app.prepare_state import PrepareState
 from app.runtime import WorkerRuntime
@@ -170,6 +171,7 @@ def prepare_one(entry: Entry, limits: PrepareLimits, timeout_s: float) -> Prepar
 def run_order(rt: WorkerRuntime, order: PrepareOrder, attempt: int) -> dict[str, int]:
     store, state = rt.store, PrepareState(rt.store, order.job_id)
     limits = PrepareLimits(**order.limits)
+    keep_heap()  # this process decodes image after image, as the producer's pool does
     counters: dict[str, Counted] = {}
     stats = SubmitStats()
     if store.is_cancelled(order.job_id):

@@ -18,7 +18,7 @@ def prepare_many(calls: list[tuple]) -> tuple[list[Any], float]:
     return [fn(*args) for fn, *args in calls], time.perf_counter() - started
 
 
-def is_url(entry: Any) -> bool:
+def downloads(entry: Any) -> bool:
     """A URL entry (a scanned file has no kind): its download adds a time of its own."""
     return getattr(entry, "kind", "file") == "url"
 
@@ -51,7 +51,7 @@ class Chunker:
             entry, self.held = self.held or next(self.it, None), None
             if entry is None:
                 break
-            if entry.problem or is_url(entry):
+            if entry.problem or downloads(entry):
                 if chunk:
                     self.held = entry
                     break

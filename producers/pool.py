@@ -24,7 +24,7 @@ from multiprocessing import popen_forkserver, spawn
 from app.decode import Failed, Prepared, PrepareLimits, prepare_file
 from app.entries import Entry, prepare_entry
 from app.heap import keep_heap
-from producers.chunks import Chunker, ChunkSize, is_url, prepare_many
+from producers.chunks import Chunker, ChunkSize, downloads, prepare_many
 from producers.scan import ScanEntry
 
 AnyEntry = ScanEntry | Entry  # a scanned file, or an entry of any source (file, URL, bytes)
@@ -172,7 +172,7 @@ class PreparePool:
 
     def _wait_s(self, entry: AnyEntry) -> float:
         """A URL gets its download's time limit on top of the decoding one."""
-        return self.timeout_s + (self.limits.fetch_timeout_s if is_url(entry) else 0)
+        return self.timeout_s + (self.limits.fetch_timeout_s if downloads(entry) else 0)
 
     def _alone(self, entry: AnyEntry) -> Prepared | Failed:
         """Run one suspect entry by itself, so a crash can be pinned on it."""
