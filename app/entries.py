@@ -48,6 +48,16 @@ class Entry:
         return cls(**{k: raw[k] for k in ("name", "source", "kind", "path", "root", "url", "problem") if k in raw})
 
 
+def downloads(entry: Any) -> bool:
+    """A URL entry (a scanned file, producers.scan.ScanEntry, has no kind): its download takes time of its own."""
+    return getattr(entry, "kind", "file") == "url"
+
+
+def time_limit_s(entry: Any, limits: PrepareLimits, decode_s: float) -> float:
+    """How long preparing `entry` may take: a URL gets its download's limit on top of the decoding one."""
+    return decode_s + (limits.fetch_timeout_s if downloads(entry) else 0)
+
+
 def fetch_bytes(url: str, limits: PrepareLimits) -> bytes:
     return fetch(url, limits.max_file_bytes, limits.fetch_timeout_s, limits.max_redirects)
 

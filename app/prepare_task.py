@@ -25,7 +25,7 @@ from typing import Any
 
 from app.celery import app, settings
 from app.decode import Failed, Prepared, PrepareLimits, open_under
-from app.entries import Entry, prepare_entry
+from app.entries import Entry, prepare_entry, time_limit_s
 from app.fetch import is_url
 from app.heap import keep_heap
 from app.orders import TASK_NAME, PrepareOrder
@@ -158,7 +158,7 @@ def time_limit(seconds: float):
 
 
 def prepare_one(entry: Entry, limits: PrepareLimits, timeout_s: float) -> Prepared | Failed:
-    limit = timeout_s + (limits.fetch_timeout_s if entry.kind == "url" else 0)
+    limit = time_limit_s(entry, limits, timeout_s)
     try:
         with time_limit(limit):
             return prepare_entry(entry, limits)

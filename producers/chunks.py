@@ -11,16 +11,13 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from app.entries import downloads
+
 
 def prepare_many(calls: list[tuple]) -> tuple[list[Any], float]:
     """In a decoding process: each (function, *args) of one message, and how long they took."""
     started = time.perf_counter()
     return [fn(*args) for fn, *args in calls], time.perf_counter() - started
-
-
-def downloads(entry: Any) -> bool:
-    """A URL entry (a scanned file has no kind): its download adds a time of its own."""
-    return getattr(entry, "kind", "file") == "url"
 
 
 class ChunkSize:

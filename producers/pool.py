@@ -22,9 +22,9 @@ from multiprocessing import context as mp_context
 from multiprocessing import popen_forkserver, spawn
 
 from app.decode import Failed, Prepared, PrepareLimits, prepare_file
-from app.entries import Entry, prepare_entry
+from app.entries import Entry, prepare_entry, time_limit_s
 from app.heap import keep_heap
-from producers.chunks import Chunker, ChunkSize, downloads, prepare_many
+from producers.chunks import Chunker, ChunkSize, prepare_many
 from producers.scan import ScanEntry
 
 AnyEntry = ScanEntry | Entry  # a scanned file, or an entry of any source (file, URL, bytes)
@@ -171,8 +171,7 @@ class PreparePool:
         return self._pool().submit(prepare_many, [self._call(e) for e in chunk])
 
     def _wait_s(self, entry: AnyEntry) -> float:
-        """A URL gets its download's time limit on top of the decoding one."""
-        return self.timeout_s + (self.limits.fetch_timeout_s if downloads(entry) else 0)
+        return time_limit_s(entry, self.limits, self.timeout_s)
 
     def _alone(self, entry: AnyEntry) -> Prepared | Failed:
         """Run one suspect entry by itself, so a crash can be pinned on it."""
